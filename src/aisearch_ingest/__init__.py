@@ -1,0 +1,62 @@
+"""aisearch-ingest: vector-ready documents from Alibaba Cloud AI Search document-analyze, image-analyze and Qwen-OCR.
+
+The core imports no framework; LangChain classes live in :mod:`aisearch_ingest.langchain`, LlamaIndex classes in
+:mod:`aisearch_ingest.llama_index`, the local emulator in :mod:`aisearch_ingest.emulator`.
+"""
+
+from ._version import __version__
+from .aisearch import DocumentAnalyzer, ImageAnalyzer, PollPolicy
+from .errors import (
+    AISearchIngestError,
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ContentInspectionError,
+    InvalidInputError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    StreamError,
+    TaskError,
+    TaskFailedError,
+    TaskTimeoutError,
+)
+from .ratelimit import RateLimiter
+from .results import Outcome, Page, ParseResult
+from .sources import Source, load_source
+from .transport import RetryPolicy
+
+__all__ = [
+    "AISearchIngestError",
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "ContentInspectionError",
+    "DocumentAnalyzer",
+    "ImageAnalyzer",
+    "InvalidInputError",
+    "NotFoundError",
+    "Outcome",
+    "Page",
+    "ParseResult",
+    "PollPolicy",
+    "RateLimitError",
+    "RateLimiter",
+    "RetryPolicy",
+    "ServerError",
+    "Source",
+    "StreamError",
+    "TaskError",
+    "TaskFailedError",
+    "TaskTimeoutError",
+    "__version__",
+    "load_source",
+]

@@ -1,0 +1,327 @@
+"""AI Search Open Platform clients: :class:`DocumentAnalyzer` (``ops-document-analyze-001``) and
+:class:`ImageAnalyzer` (``ops-image-analyze-vlm-001`` / ``ops-image-analyze-ocr-001``).
+
+Both speak the async-task flow (create → task-status) and the ``/sync`` call. ``route="auto"`` picks the route that
+spends the fewest calls where it is safe: one ``/sync`` call per image; create + polls for documents, whose parsing
+can outlast an HTTP exchange.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import anyio
+import httpx
+
+from .config import AISearchSettings, SecretStr, resolve_aisearch
+from .engine import ParserEngine
+from .errors import TaskFailedError, TaskTimeoutError
+from .protocol import opensearch as proto
+from .ratelimit import DEFAULT_QPS, RateLimiter
+from .results import ParseResult
+from .sources import DOCUMENT_TYPES, IMAGE_TYPES, Source, SourceLike, check_aisearch_body, load_source
+from .transport import CallCounter, RetryPolicy, Transport
+
+__all__ = ["DocumentAnalyzer", "ImageAnalyzer", "PollPolicy", "Route", "shared_rate_limiter"]
+
+logger = logging.getLogger("aisearch_ingest")
+
+Route = Literal["auto", "async", "sync"]
+
+_LIMITERS: dict[tuple[str, str, float | None], RateLimiter] = {}
+_LIMITERS_LOCK = threading.Lock()
+
+
+def shared_rate_limiter(base_url: str, service: str, qps: float | None) -> RateLimiter:
+    """The process-wide limiter for one endpoint and service, so several clients share one QPS budget."""
+    key = (base_url, service, qps)
+    with _LIMITERS_LOCK:
+        limiter = _LIMITERS.get(key)
+        if limiter is None:
+            limiter = _LIMITERS[key] = RateLimiter(qps)
+        return limiter
+
+
+class PollPolicy:
+    """When to poll a pending task: the first poll after about the time tasks of this client usually take (learned
+    as they finish), then intervals growing by ``factor`` up to ``max_interval``, all under one deadline.
+
+    Args:
+        min_interval: shortest wait between polls (seconds).
+        max_interval: longest wait between polls.
+        factor: growth of the interval after each pending answer.
+        timeout: overall deadline per task, from its creation.
+    """
+
+    def __init__(
+        self,
+        *,
+        min_interval: float = 0.2,
+        max_interval: float = 5.0,
+        factor: float = 1.6,
+        timeout: float = 900.0,
+    ) -> None:
+        if min_interval <= 0 or max_interval < min_interval or factor < 1.0 or timeout <= 0:
+            raise ValueError("need 0 < min_interval <= max_interval, factor >= 1 and timeout > 0")
+        self.min_interval = min_interval
+        self.max_interval = max_interval
+        self.factor = factor
+        self.timeout = timeout
+        self._typical: float | None = None
+        self._lock = threading.Lock()
+
+    def first_delay(self) -> float:
+        with self._lock:
+            typical = self._typical
+        if typical is None:
+            return self.min_interval
+        return min(self.max_interval, max(self.min_interval, 0.9 * typical))
+
+    def next_delay(self, previous: float) -> float:
+        return min(self.max_interval, max(self.min_interval, previous * self.factor))
+
+    def observe(self, duration: float) -> None:
+        """Learn from a finished task's duration (exponential moving average)."""
+        with self._lock:
+            self._typical = duration if self._typical is None else 0.7 * self._typical + 0.3 * duration
+
+
+class _AISearchService(ParserEngine):
+    service: Literal["document-analyze", "image-analyze"]
+    default_service_id: str
+    allowed_types: frozenset[str]
+    default_content_type: str
+    auto_route: Literal["async", "sync"]
+
+    def __init__(
+        self,
+        *,
+        api_key: str | SecretStr | None = None,
+        endpoint: str | None = None,
+        workspace: str | None = None,
+        service_id: str | None = None,
+        route: Route = "auto",
+        qps: float | None = None,
+        max_concurrency: int = 10,
+        max_retries: int = 5,
+        timeout: float = 900.0,
+        request_timeout: float = 60.0,
+        poll: PollPolicy | None = None,
+        rate_limiter: RateLimiter | None = None,
+        http_client_factory: Callable[[], httpx.AsyncClient] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        super().__init__(max_concurrency=max_concurrency)
+        if route not in ("auto", "async", "sync"):
+            raise ValueError(f"route must be 'auto', 'async' or 'sync', got {route!r}")
+        self.settings: AISearchSettings = resolve_aisearch(api_key, endpoint, workspace)
+        self.service_id = service_id or self.default_service_id
+        self.route: Route = route
+        self.poll = poll or PollPolicy(timeout=timeout)
+        limit = qps if qps is not None else DEFAULT_QPS[self.service]
+        self.rate_limiter = rate_limiter or shared_rate_limiter(self.settings.base_url, self.service, limit)
+        self._sleep = sleep
+        self._transport = Transport(
+            self.settings.base_url,
+            self.settings.api_key,
+            timeout=httpx.Timeout(request_timeout, connect=10.0),
+            retry=RetryPolicy(max_retries=max_retries),
+            limiter=self.rate_limiter,
+            sleep=sleep,
+            http_client_factory=http_client_factory,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(endpoint={self.settings.base_url!r}, workspace={self.settings.workspace!r}, "
+            f"service_id={self.service_id!r}, route={self.route!r})"
+        )
+
+    @property
+    def effective_route(self) -> Literal["async", "sync"]:
+        return self.auto_route if self.route == "auto" else self.route
+
+    def _options(self) -> dict[str, Any]:
+        return {}
+
+    def _prepare(self, obj: SourceLike, file_name: str | None = None) -> Source:
+        source = load_source(obj, file_name=file_name)
+        check_aisearch_body(source, allowed=self.allowed_types, service=self.service)
+        return source
+
+    async def _aclose_transports(self) -> None:
+        await self._transport.aclose()
+
+    async def _aparse_source(self, source: Source, counter: CallCounter) -> ParseResult:
+        body = proto.build_body(source, **self._options())
+        ws = self.settings.workspace
+        if self.effective_route == "sync":
+            response = await self._transport.request(
+                "POST",
+                proto.sync_path(self.service, ws, self.service_id),
+                json_body=body,
+                source=source.origin,
+                counter=counter,
+            )
+            view = proto.interpret(response.body, default_content_type=self.default_content_type)
+            if view.pending:
+                raise TaskFailedError(
+                    f"{source.origin}: the sync call answered PENDING without a task id; use route='async'",
+                    task_id=None,
+                    status=view.status,
+                    request_id=view.request_id,
+                    source=source.origin,
+                )
+            proto.raise_for_status(view, task_id=None, source=source.origin)
+            return self._result(source, view, task_id=None, request_id=view.request_id or response.request_id)
+        return await self._run_task(source, body, counter)
+
+    async def _run_task(self, source: Source, body: dict[str, Any], counter: CallCounter) -> ParseResult:
+        ws = self.settings.workspace
+        created = await self._transport.request(
+            "POST",
+            proto.create_path(self.service, ws, self.service_id),
+            json_body=body,
+            source=source.origin,
+            counter=counter,
+        )
+        result = created.body.get("result") or {}
+        task_id = result.get("task_id") if isinstance(result, dict) else None
+        if not task_id:
+            raise TaskFailedError(
+                f"{source.origin}: the service accepted the task but returned no task_id",
+                task_id=None,
+                status=None,
+                request_id=created.request_id,
+                source=source.origin,
+            )
+        return await self.await_task(task_id, source=source, counter=counter)
+
+    async def await_task(
+        self, task_id: str, *, source: Source | None = None, counter: CallCounter | None = None
+    ) -> ParseResult:
+        """Poll an existing task until it ends (use it to resume after a :class:`TaskTimeoutError`)."""
+        origin = source.origin if source is not None else task_id
+        started = time.monotonic()
+        deadline = started + self.poll.timeout
+        delay = self.poll.first_delay()
+        path = proto.status_path(self.service, self.settings.workspace, self.service_id)
+        while True:
+            now = time.monotonic()
+            if now + delay > deadline:
+                # Sleep what is left, poll one last time, then give up.
+                delay = max(0.0, deadline - now)
+            await self._sleep(delay)
+            response = await self._transport.request(
+                "GET", path, params={"task_id": task_id}, source=origin, counter=counter
+            )
+            view = proto.interpret(response.body, default_content_type=self.default_content_type)
+            proto.raise_for_status(view, task_id=task_id, source=origin)
+            if not view.pending:
+                self.poll.observe(time.monotonic() - started)
+                return self._result(source, view, task_id=task_id, request_id=view.request_id or response.request_id)
+            if time.monotonic() >= deadline:
+                waited = time.monotonic() - started
+                raise TaskTimeoutError(
+                    f"{origin}: task {task_id} still PENDING after {waited:.1f}s (timeout {self.poll.timeout:g}s); "
+                    "resume it with await_task(task_id) or raise the timeout",
+                    task_id=task_id,
+                    waited=waited,
+                    source=origin,
+                )
+            delay = self.poll.next_delay(delay)
+
+    def _result(
+        self, source: Source | None, view: proto.StatusView, *, task_id: str | None, request_id: str | None
+    ) -> ParseResult:
+        return ParseResult(
+            source=source.origin if source else (task_id or ""),
+            file_name=source.file_name if source else "",
+            file_type=source.file_type if source else "",
+            service=self.service,
+            service_id=self.service_id,
+            content=view.content,
+            content_type=view.content_type,
+            page_num=view.page_num,
+            pages=view.pages,
+            usage=view.usage,
+            request_id=request_id,
+            task_id=task_id,
+            source_sha256=source.sha256 if source else "",
+        )
+
+
+class DocumentAnalyzer(_AISearchService):
+    """Parse PDFs, Office files, HTML, Markdown and text with AI Search ``ops-document-analyze-001``.
+
+    PDFs come back as markdown, other types as HTML; ``pages`` holds per-page content when the service returns
+    ``data.pages``.
+
+    Args:
+        api_key: else ``AISEARCH_API_KEY``.
+        endpoint: host or URL, else ``AISEARCH_ENDPOINT`` (a bare host means HTTPS).
+        workspace: else ``AISEARCH_WORKSPACE``, else ``default``.
+        service_id: ``ops-document-analyze-001`` (default) or ``-002``.
+        route: ``auto``/``async`` (create + poll) or ``sync`` (one call; only for small files).
+        image_storage: ``base64`` (default on the service) or ``url`` (links valid 3 days).
+        enable_semantic: the service's semantic strategy (``strategy.enable_semantic``).
+        qps: calls per second for this endpoint (shared by all clients of the endpoint in this process).
+        max_concurrency: files in flight at once in ``parse_many``.
+        max_retries: retries per HTTP call for 429/5xx/connection errors.
+        timeout: overall deadline per task in seconds.
+        request_timeout: timeout of one HTTP exchange.
+
+    Example:
+        >>> from aisearch_ingest import DocumentAnalyzer
+        >>> from aisearch_ingest.emulator import Emulator
+        >>> with Emulator() as emu, DocumentAnalyzer(endpoint=emu.url, api_key="test") as analyzer:
+        ...     result = analyzer.parse(b"# Title\\n\\nHello", file_name="hello.md")
+        >>> result.content_type
+        'html'
+    """
+
+    service = "document-analyze"
+    default_service_id = "ops-document-analyze-001"
+    allowed_types = DOCUMENT_TYPES
+    default_content_type = "markdown"
+    auto_route = "async"
+
+    def __init__(
+        self,
+        *,
+        image_storage: Literal["base64", "url"] | None = None,
+        enable_semantic: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if image_storage not in (None, "base64", "url"):
+            raise ValueError("image_storage must be 'base64' or 'url'")
+        super().__init__(**kwargs)
+        self.image_storage = image_storage
+        self.enable_semantic = enable_semantic
+
+    def _options(self) -> dict[str, Any]:
+        return {"image_storage": self.image_storage, "enable_semantic": self.enable_semantic}
+
+
+class ImageAnalyzer(_AISearchService):
+    """Describe and OCR images with AI Search ``ops-image-analyze-vlm-001`` (default) or ``-ocr-001``.
+
+    ``route="auto"`` uses the ``/sync`` call: one HTTP call per image, the cheapest under the 10 QPS limit.
+
+    Example:
+        >>> from aisearch_ingest import ImageAnalyzer
+        >>> from aisearch_ingest.emulator import Emulator
+        >>> with Emulator() as emu, ImageAnalyzer(endpoint=emu.url, api_key="test",
+        ...                                       service_id="ops-image-analyze-ocr-001") as analyzer:
+        ...     result = analyzer.parse("notebooks/data/invoice.png")  # doctest: +SKIP
+    """
+
+    service = "image-analyze"
+    default_service_id = "ops-image-analyze-vlm-001"
+    allowed_types = IMAGE_TYPES
+    default_content_type = "plain"
+    auto_route = "sync"

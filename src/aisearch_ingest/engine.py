@@ -1,0 +1,272 @@
+"""Parse one / parse many, for every service: bounded concurrency under the shared rate limit, outcomes yielded as
+they complete (one failure never cancels the others), and a blocking API that works inside a running event loop and
+inside Jupyter.
+
+The blocking methods drive the async engine on a private event loop that runs on a worker thread owned by the
+service object (anyio's blocking portal), so they never call ``asyncio.run()`` over the caller's loop and never need
+``nest_asyncio``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
+
+import anyio
+import anyio.from_thread
+from anyio.from_thread import BlockingPortal
+
+from .errors import AISearchIngestError, APIConnectionError
+from .results import Outcome, ParseResult
+from .sources import Source, SourceLike, expand_inputs, load_source
+from .transport import CallCounter
+
+__all__ = ["ParserEngine", "ProgressCallback"]
+
+logger = logging.getLogger("aisearch_ingest")
+
+T = TypeVar("T")
+
+#: Called after each source finishes: ``(done, total_or_None, outcome)``.
+ProgressCallback = Callable[[int, "int | None", Outcome], None]
+
+_SENTINEL = object()
+
+
+class _Portal:
+    """A private event loop on a daemon thread, started on first use and shared by one service object."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cm: AbstractContextManager[BlockingPortal] | None = None
+        self._portal: BlockingPortal | None = None
+
+    def get(self) -> BlockingPortal:
+        with self._lock:
+            if self._portal is None:
+                self._cm = anyio.from_thread.start_blocking_portal("asyncio")
+                self._portal = self._cm.__enter__()
+            return self._portal
+
+    def close(self) -> None:
+        with self._lock:
+            cm, self._cm, self._portal = self._cm, None, None
+        if cm is not None:
+            cm.__exit__(None, None, None)
+
+
+class ParserEngine(ABC):
+    """Base of every service client: implement :meth:`_prepare` and :meth:`_aparse_source`.
+
+    Subclasses get :meth:`aparse`, :meth:`aparse_many` (async) and :meth:`parse`, :meth:`parse_many` (blocking).
+    """
+
+    #: ``document-analyze``, ``image-analyze`` or ``qwen-ocr``
+    service: str = ""
+
+    def __init__(self, *, max_concurrency: int = 10) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.max_concurrency = max_concurrency
+        self._portal = _Portal()
+
+    # -- to implement --------------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def _prepare(self, obj: SourceLike, file_name: str | None = None) -> Source:
+        """Load and validate one input (raise InvalidInputError before anything is sent)."""
+
+    @abstractmethod
+    async def _aparse_source(self, source: Source, counter: CallCounter) -> ParseResult:
+        """Parse a prepared source (all HTTP goes through the transport)."""
+
+    async def _aclose_transports(self) -> None:
+        """Close the HTTP clients bound to the running loop."""
+        return None
+
+    # -- async API -----------------------------------------------------------------------------------------------
+
+    async def aparse(self, source: SourceLike, *, file_name: str | None = None) -> ParseResult:
+        """Parse one file, URL, ``data:`` URI or bytes.
+
+        Raises:
+            InvalidInputError: rejected before sending.
+            APIError: the service or the connection failed after the retries.
+            TaskError: the task failed or did not finish in time.
+        """
+        prepared = self._prepare(source, file_name)
+        return await self._timed(prepared)
+
+    async def _timed(self, prepared: Source) -> ParseResult:
+        counter = CallCounter()
+        started = time.monotonic()
+        try:
+            result = await self._aparse_source(prepared, counter)
+        except AISearchIngestError as exc:
+            if exc.source is None:
+                exc.source = prepared.origin
+            raise
+        result.latency = time.monotonic() - started
+        result.calls = counter.calls
+        return result
+
+    async def aparse_many(
+        self,
+        sources: SourceLike | Iterable[SourceLike],
+        *,
+        max_concurrency: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> AsyncIterator[Outcome]:
+        """Parse many inputs concurrently; yield an :class:`Outcome` per input as each finishes.
+
+        Directories are expanded. An input that fails (bad file, service error, failed task...) yields an outcome
+        with ``error`` set; the others go on. At most ``max_concurrency`` sources are in flight; the rate limit
+        applies to every HTTP call.
+        """
+        items = list(expand_inputs(sources))
+        total = len(items)
+        limit = anyio.Semaphore(max_concurrency or self.max_concurrency)
+        send, receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=total or 1)
+        done = 0
+
+        async def run_one(item: SourceLike) -> None:
+            origin = _origin_of(item)
+            async with limit:
+                try:
+                    prepared = self._prepare(item)
+                    origin = prepared.origin
+                    outcome = Outcome(origin, result=await self._timed(prepared))
+                except AISearchIngestError as exc:
+                    if exc.source is None:
+                        exc.source = origin
+                    outcome = Outcome(origin, error=exc)
+                except Exception as exc:  # an unexpected bug must not take the batch down
+                    logger.exception("unexpected error while parsing %s", origin)
+                    err = APIConnectionError(f"{origin}: unexpected {type(exc).__name__}: {exc}", source=origin)
+                    err.__cause__ = exc
+                    outcome = Outcome(origin, error=err)
+            await send.send(outcome)
+
+        async def produce() -> None:
+            async with send, anyio.create_task_group() as tg:
+                for item in items:
+                    tg.start_soon(run_one, item)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            async with receive:
+                async for outcome in receive:
+                    done += 1
+                    if on_progress is not None:
+                        on_progress(done, total, outcome)
+                    yield outcome
+
+    # -- blocking API --------------------------------------------------------------------------------------------
+
+    def _call(self, func: Callable[..., Any], *args: Any) -> Any:
+        return self._portal.get().call(func, *args)
+
+    def parse(self, source: SourceLike, *, file_name: str | None = None) -> ParseResult:
+        """Blocking :meth:`aparse`. Safe inside Jupyter and inside a running event loop."""
+
+        async def run() -> ParseResult:
+            return await self.aparse(source, file_name=file_name)
+
+        result: ParseResult = self._call(run)
+        return result
+
+    def parse_many(
+        self,
+        sources: SourceLike | Iterable[SourceLike],
+        *,
+        max_concurrency: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Iterator[Outcome]:
+        """Blocking :meth:`aparse_many`: yields outcomes as they complete."""
+        out: queue.Queue[Any] = queue.Queue()
+
+        async def drain() -> None:
+            try:
+                async for outcome in self.aparse_many(
+                    sources, max_concurrency=max_concurrency, on_progress=on_progress
+                ):
+                    out.put(outcome)
+            except BaseException as exc:  # surfaced in the caller's thread
+                out.put(exc)
+                raise
+            finally:
+                out.put(_SENTINEL)
+
+        future: Future[None] = self._portal.get().start_task_soon(drain)
+        try:
+            while True:
+                item = out.get()
+                if item is _SENTINEL:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not future.done():
+                future.cancel()
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the private loop and its HTTP connections (async users: ``await aclose()``)."""
+        portal = self._portal
+        if portal._portal is not None:
+            try:
+                portal.get().call(self._aclose_transports)
+            finally:
+                portal.close()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections bound to the running loop."""
+        await self._aclose_transports()
+
+    def __enter__(self: T) -> T:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self: T) -> T:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            portal = self.__dict__.get("_portal")
+            if portal is not None and portal._portal is not None:
+                portal.close()
+        except Exception:
+            pass
+
+
+def _origin_of(item: SourceLike) -> str:
+    if isinstance(item, Source):
+        return item.origin
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return f"<{len(item)} bytes>"
+    try:
+        import os
+
+        text = os.fspath(item)
+        return text if isinstance(text, str) else repr(text)
+    except TypeError:
+        return repr(item)
+
+
+def prepare_or_raise(obj: SourceLike, file_name: str | None) -> Source:
+    """:func:`load_source` (kept as a seam for subclasses that add validation)."""
+    return load_source(obj, file_name=file_name)

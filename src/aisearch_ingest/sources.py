@@ -1,0 +1,367 @@
+"""Every input kind normalised to a :class:`Source`, its type sniffed from the bytes, validated before sending.
+
+Inputs: a path (``str`` or ``os.PathLike``), raw ``bytes`` (with ``file_name=``), an ``http(s)://`` URL, a
+``data:`` URI, or a :class:`Source`. Directories are expanded by :func:`expand_inputs`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import math
+import os
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Union
+from urllib.parse import unquote, urlsplit
+
+from .errors import InvalidInputError
+
+__all__ = [
+    "AISEARCH_MAX_BODY_BYTES",
+    "DOCUMENT_TYPES",
+    "IMAGE_TYPES",
+    "MIME_TYPES",
+    "Source",
+    "SourceLike",
+    "check_aisearch_body",
+    "expand_inputs",
+    "human_size",
+    "load_source",
+    "sniff_type",
+]
+
+#: AI Search Open Platform: "请求body最大不能超过8MB" (document-analyze page); content is base64 (×4/3).
+AISEARCH_MAX_BODY_BYTES = 8 * 1024 * 1024
+
+#: document-analyze: PDF → markdown, other types → HTML.
+DOCUMENT_TYPES = frozenset({"pdf", "doc", "docx", "ppt", "pptx", "html", "htm", "md", "markdown", "txt"})
+#: image-analyze accepts common raster formats ("jpg, jpeg, png, bmp, tiff" in the docs).
+IMAGE_TYPES = frozenset({"jpg", "jpeg", "png", "bmp", "tiff", "tif", "webp", "gif", "heic"})
+
+MIME_TYPES = {
+    "pdf": "application/pdf",
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "bmp": "image/bmp",
+    "tiff": "image/tiff",
+    "tif": "image/tiff",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "heic": "image/heic",
+    "html": "text/html",
+    "htm": "text/html",
+    "md": "text/markdown",
+    "markdown": "text/markdown",
+    "txt": "text/plain",
+    "doc": "application/msword",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "ppt": "application/vnd.ms-powerpoint",
+    "pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "xls": "application/vnd.ms-excel",
+}
+_MIME_TO_EXT = {
+    "image/jpeg": "jpg",
+    "image/jpg": "jpg",
+    "image/png": "png",
+    "image/bmp": "bmp",
+    "image/tiff": "tiff",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "image/heic": "heic",
+    "application/pdf": "pdf",
+    "text/html": "html",
+    "text/markdown": "md",
+    "text/plain": "txt",
+    "application/msword": "doc",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/vnd.ms-powerpoint": "ppt",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": "pptx",
+}
+_EXT_ALIASES = {"jpeg": "jpg", "tif": "tiff", "htm": "html", "markdown": "md"}
+
+
+def human_size(n: int | float) -> str:
+    """``8388608`` → ``"8.0 MiB"``."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input, ready to send.
+
+    Attributes:
+        origin: the path or URL as the caller gave it (or the file name, for bytes).
+        file_name: the file name sent to the service.
+        file_type: lowercase type without dot (``pdf``, ``png``, ``jpg``, ``docx``...), sniffed from the bytes.
+        data: the bytes, or ``None`` when ``url`` is set.
+        url: an ``http(s)`` URL the service fetches itself.
+        page: for a page image cut out of a multi-page file, its 1-based page number.
+    """
+
+    origin: str
+    file_name: str
+    file_type: str
+    data: bytes | None = None
+    url: str | None = None
+    page: int | None = None
+    _sha256: str = field(default="", repr=False, compare=False)
+
+    @property
+    def sha256(self) -> str:
+        """Hex sha256 of the bytes (or of the URL)."""
+        if self._sha256:
+            return self._sha256
+        digest = hashlib.sha256(self.data if self.data is not None else (self.url or "").encode()).hexdigest()
+        object.__setattr__(self, "_sha256", digest)
+        return digest
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else 0
+
+    @property
+    def mime_type(self) -> str:
+        return MIME_TYPES.get(self.file_type, "application/octet-stream")
+
+    def data_uri(self) -> str:
+        """``data:<mime>;base64,...`` of the bytes (for Qwen-OCR)."""
+        if self.data is None:
+            raise ValueError("a URL source has no bytes")
+        return f"data:{self.mime_type};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+    def __repr__(self) -> str:
+        where = f"url={self.url!r}" if self.url else f"{human_size(self.size)}"
+        page = f", page={self.page}" if self.page else ""
+        return f"Source({self.origin!r}, type={self.file_type}, {where}{page})"
+
+
+SourceLike = Union[str, "os.PathLike[str]", bytes, Source]
+
+
+def _ext(name: str) -> str:
+    suffix = PurePosixPath(name).suffix.lower().lstrip(".")
+    return _EXT_ALIASES.get(suffix, suffix)
+
+
+def sniff_type(data: bytes, file_name: str = "") -> str | None:
+    """The file type from magic bytes (falls back on the extension for text and legacy Office files).
+
+    Returns ``None`` when the bytes match no known type and the name has no known extension.
+    """
+    ext = _ext(file_name)
+    head = data[:64]
+    if head.startswith(b"%PDF-") or b"%PDF-" in data[:1024]:
+        return "pdf"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpg"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head.startswith(b"BM") and len(data) > 26:
+        return "bmp"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "tiff"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"mif1", b"msf1", b"heim", b"heis"):
+        return "heic"
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        except (zipfile.BadZipFile, ValueError):
+            return ext or None
+        if any(n.startswith("word/") for n in names):
+            return "docx"
+        if any(n.startswith("ppt/") for n in names):
+            return "pptx"
+        if any(n.startswith("xl/") for n in names):
+            return "xlsx"
+        return ext or "zip"
+    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):  # OLE2: .doc / .ppt / .xls
+        return ext if ext in ("doc", "ppt", "xls") else "doc"
+    # Text: markdown, html, plain.
+    try:
+        text = data[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            text = data[:4093].decode("utf-8")  # a multi-byte character cut at the boundary
+        except UnicodeDecodeError:
+            return None
+    lowered = text.lstrip("\ufeff \t\r\n").lower()
+    if ext in ("html", "md", "txt"):
+        return ext
+    if lowered.startswith(("<!doctype html", "<html", "<?xml")) or "<body" in lowered[:2048]:
+        return "html"
+    if ext:
+        return ext
+    return "txt"
+
+
+def _name_from_url(url: str) -> str:
+    path = unquote(urlsplit(url).path)
+    return PurePosixPath(path).name or "download"
+
+
+def _from_data_uri(uri: str, file_name: str | None) -> Source:
+    header, sep, payload = uri.partition(",")
+    if not sep:
+        raise InvalidInputError("malformed data: URI (no comma)", source=uri[:40] + "…", limit="data_uri")
+    meta = header[5:].split(";")
+    mime = meta[0].lower() or "text/plain"
+    try:
+        data = base64.b64decode(payload, validate=True) if "base64" in meta[1:] else unquote(payload).encode()
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInputError(
+            "malformed data: URI (invalid base64)", source=uri[:40] + "…", limit="data_uri"
+        ) from exc
+    ext = _MIME_TO_EXT.get(mime, "")
+    name = file_name or f"data.{ext or 'bin'}"
+    origin = f"data:{mime};base64,…({human_size(len(data))})"
+    return _from_bytes(data, name, origin)
+
+
+def _from_bytes(data: bytes, file_name: str, origin: str) -> Source:
+    if not data:
+        raise InvalidInputError(f"{origin} is empty (0 bytes); nothing to parse", source=origin, limit="empty", value=0)
+    kind = sniff_type(data, file_name)
+    if kind is None:
+        raise InvalidInputError(
+            f"{origin}: cannot tell the file type from its content or name", source=origin, limit="file_type"
+        )
+    name = file_name
+    if _ext(name) != kind:
+        # Keep the user's name but make the suffix match what the bytes are, so the service infers right.
+        stem = PurePosixPath(name).stem if _ext(name) else name
+        name = f"{stem}.{kind}"
+    return Source(origin=origin, file_name=name, file_type=kind, data=data)
+
+
+def load_source(obj: SourceLike, *, file_name: str | None = None) -> Source:
+    """Normalise one input.
+
+    Args:
+        obj: a path, bytes, an ``http(s)`` URL, a ``data:`` URI, or a :class:`Source` (returned as is).
+        file_name: the name to send for bytes (required for bytes unless the content is sniffable), or to override.
+
+    Raises:
+        InvalidInputError: missing/unreadable/empty file, a directory, an undecodable data URI, unknown type.
+    """
+    if isinstance(obj, Source):
+        return obj
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        data = bytes(obj)
+        name = file_name or "upload"
+        if not _ext(name):
+            kind = sniff_type(data, "") if data else None
+            name = f"{name}.{kind}" if kind else name
+        return _from_bytes(data, name, file_name or name)
+    text = os.fspath(obj)
+    if isinstance(text, bytes):  # pragma: no cover - os.PathLike[bytes]
+        text = text.decode()
+    if text.startswith("data:"):
+        return _from_data_uri(text, file_name)
+    scheme = urlsplit(text).scheme.lower()
+    if scheme in ("http", "https"):
+        name = file_name or _name_from_url(text)
+        kind = _ext(name)
+        return Source(origin=text, file_name=name, file_type=kind or "", url=text)
+    if scheme == "file":
+        text = unquote(urlsplit(text).path)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise InvalidInputError(
+            f"{text} is a directory; pass its files (loaders and the CLI expand directories)",
+            source=text,
+            limit="not_a_file",
+        )
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise InvalidInputError(f"{text}: no such file", source=text, limit="not_found") from exc
+    except OSError as exc:
+        raise InvalidInputError(
+            f"{text}: cannot read ({exc.strerror or exc})", source=text, limit="unreadable"
+        ) from exc
+    return _from_bytes(data, file_name or path.name, text)
+
+
+def check_aisearch_body(source: Source, *, allowed: frozenset[str], service: str) -> None:
+    """Validate a source for an AI Search service before anything is sent.
+
+    Raises:
+        InvalidInputError: unsupported type, or a body that would exceed 8 MB once base64-encoded.
+    """
+    kind = source.file_type
+    if source.url is not None:
+        if kind and kind not in allowed:
+            raise InvalidInputError(
+                f"{source.origin}: {service} does not accept .{kind} files (accepted: {', '.join(sorted(allowed))})",
+                source=source.origin,
+                limit="file_type",
+                value=kind,
+            )
+        return
+    if kind not in allowed:
+        raise InvalidInputError(
+            f"{source.origin}: {service} does not accept {kind or 'this'} files "
+            f"(accepted: {', '.join(sorted(allowed))})",
+            source=source.origin,
+            limit="file_type",
+            value=kind,
+        )
+    encoded = 4 * math.ceil(source.size / 3)
+    overhead = 256 + len(source.file_name.encode())
+    if encoded + overhead > AISEARCH_MAX_BODY_BYTES:
+        raise InvalidInputError(
+            f"{source.origin} is {human_size(source.size)}; base64-encoded it makes a "
+            f"{human_size(encoded + overhead)} request body, over {service}'s "
+            f"{human_size(AISEARCH_MAX_BODY_BYTES)} limit (files up to about "
+            f"{human_size((AISEARCH_MAX_BODY_BYTES - overhead) * 3 // 4)} fit). "
+            "Upload it somewhere the service can fetch and pass its http(s) URL instead.",
+            source=source.origin,
+            limit="max_body_bytes",
+            value=source.size,
+            maximum=AISEARCH_MAX_BODY_BYTES,
+        )
+
+
+def expand_inputs(
+    inputs: SourceLike | Iterable[SourceLike],
+    *,
+    glob: str = "**/*",
+    recursive: bool = True,
+    exclude_hidden: bool = True,
+) -> Iterator[SourceLike]:
+    """Yield inputs with directories expanded to their files (sorted, hidden files skipped), URLs and bytes as is."""
+    if isinstance(inputs, (str, bytes, bytearray, os.PathLike, Source)):
+        items: Iterable[SourceLike] = [inputs]  # type: ignore[list-item]
+    else:
+        items = inputs
+    for item in items:
+        if isinstance(item, (str, os.PathLike)) and not isinstance(item, Source):
+            text = os.fspath(item)
+            if isinstance(text, str) and "://" not in text and not text.startswith("data:"):
+                path = Path(text).expanduser()
+                if path.is_dir():
+                    pattern = glob if recursive else glob.replace("**/", "")
+                    for child in sorted(path.glob(pattern)):
+                        rel = child.relative_to(path)
+                        if exclude_hidden and any(part.startswith(".") for part in rel.parts):
+                            continue
+                        if child.is_file():
+                            yield str(child)
+                    continue
+        yield item

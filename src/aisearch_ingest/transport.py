@@ -1,0 +1,373 @@
+"""The only module that touches httpx: clients per event loop, retries with backoff and jitter, ``Retry-After``,
+timeouts, the rate limit, error mapping, and key redaction.
+
+Retry policy (modelled on openai-python's ``_base_client``): 429, 408, 409, 5xx and connection errors are retried with
+``initial · 2ⁿ`` seconds capped at ``max_delay``, minus up to 25 % jitter; a server hint (``retry-after-ms``,
+``x-acs-retry-after``, ``Retry-After`` as seconds or an HTTP date) is honoured up to ``max_retry_after`` seconds;
+``x-should-retry: false`` stops retrying. Other 4xx are never retried. Retries are bounded by ``max_retries``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx
+
+from ._version import __version__
+from .config import SecretStr
+from .errors import APIConnectionError, APIStatusError, APITimeoutError, error_from_response
+from .ratelimit import RateLimiter
+
+__all__ = ["CallCounter", "Response", "RetryPolicy", "Transport", "parse_retry_after"]
+
+logger = logging.getLogger("aisearch_ingest.transport")
+
+RETRY_STATUSES = frozenset({408, 409, 429})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries with exponential backoff and jitter.
+
+    Attributes:
+        max_retries: retries after the first attempt (so at most ``max_retries + 1`` requests per call).
+        initial_delay: first backoff in seconds.
+        max_delay: cap on a computed backoff.
+        max_retry_after: cap on a server-requested delay; a longer hint is not waited for (the call fails).
+        jitter: fraction of the delay removed at random (0.25 = up to 25 %).
+    """
+
+    max_retries: int = 5
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 120.0
+    jitter: float = 0.25
+
+    def backoff(self, retries_done: int) -> float:
+        delay = min(self.initial_delay * (2.0**retries_done), self.max_delay)
+        return delay * (1.0 - self.jitter * random.random())
+
+
+class CallCounter:
+    """Counts the HTTP requests actually sent on behalf of one source (thread-safe enough for one task)."""
+
+    __slots__ = ("calls", "retries")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.retries = 0
+
+
+@dataclass
+class Response:
+    """A decoded 2xx response."""
+
+    status_code: int
+    headers: httpx.Headers
+    body: Any
+    request_id: str | None
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds the server asks us to wait, from ``retry-after-ms``, ``x-acs-retry-after`` or ``Retry-After``.
+
+    ``Retry-After`` may be seconds (``"2"``, ``"1.5"``) or an HTTP date. ``x-acs-retry-after`` is read as
+    milliseconds when it is larger than 1000 without a decimal point, else as seconds. Returns ``None`` when no usable
+    hint is present.
+    """
+    lower = {k.lower(): v for k, v in headers.items()}
+    raw = lower.get("retry-after-ms")
+    if raw:
+        try:
+            return max(0.0, float(raw) / 1000.0)
+        except ValueError:
+            pass
+    raw = lower.get("x-acs-retry-after")
+    if raw:
+        try:
+            value = float(raw)
+            if value > 1000 and "." not in raw:
+                value /= 1000.0
+            return max(0.0, value)
+        except ValueError:
+            pass
+    raw = lower.get("retry-after")
+    if raw:
+        try:
+            return max(0.0, float(raw))
+        except ValueError:
+            parsed = email.utils.parsedate_tz(raw)
+            if parsed is not None:
+                ts = email.utils.mktime_tz(parsed)
+                return max(0.0, ts - (now if now is not None else time.time()))
+    return None
+
+
+def _request_id(headers: httpx.Headers, body: Any) -> str | None:
+    rid = headers.get("x-acs-request-id") or headers.get("x-request-id") or headers.get("x-dashscope-request-id")
+    if not rid and isinstance(body, Mapping):
+        rid = body.get("request_id") or body.get("RequestId") or body.get("requestId")
+    return str(rid) if rid else None
+
+
+def _decode(response: httpx.Response) -> Any:
+    text = response.text
+    if not text:
+        return {}
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class Transport:
+    """HTTP for one service endpoint. Safe to use from several event loops (one httpx client per loop) and threads.
+
+    Args:
+        base_url: scheme, host, port and optional path prefix, e.g. ``https://xxx.opensearch.aliyuncs.com``.
+        api_key: sent as ``Authorization: Bearer``; never logged.
+        timeout: per-exchange timeout (seconds or an ``httpx.Timeout``).
+        retry: the retry policy.
+        limiter: the shared rate limiter (``None``: unlimited).
+        headers: extra default headers.
+        sleep: awaited for every wait (backoff, rate limit); injectable in tests.
+        http_client_factory: builds the ``httpx.AsyncClient`` for a loop (for proxies, custom TLS...).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: SecretStr,
+        *,
+        timeout: float | httpx.Timeout = 30.0,
+        retry: RetryPolicy | None = None,
+        limiter: RateLimiter | None = None,
+        headers: Mapping[str, str] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        http_client_factory: Callable[[], httpx.AsyncClient] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout, connect=10.0)
+        self.retry = retry or RetryPolicy()
+        self.limiter = limiter
+        self._headers = {"user-agent": f"aisearch-ingest/{__version__} httpx/{httpx.__version__}"}
+        self._headers.update(headers or {})
+        self._sleep = sleep
+        self._factory = http_client_factory
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Transport(base_url={self.base_url!r})"
+
+    # -- clients -------------------------------------------------------------------------------------------------
+
+    def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._clients.get(loop)
+            if client is None or client.is_closed:
+                if self._factory is not None:
+                    client = self._factory()
+                else:
+                    client = httpx.AsyncClient(
+                        timeout=self.timeout,
+                        limits=httpx.Limits(max_connections=100, max_keepalive_connections=32),
+                        follow_redirects=False,
+                        trust_env=True,
+                    )
+                self._clients[loop] = client
+            return client
+
+    async def aclose(self) -> None:
+        """Close the client that belongs to the running loop (others are closed by their own loops or on exit)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._clients.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+
+    def _auth_headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+        headers = dict(self._headers)
+        headers["authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        if extra:
+            headers.update(extra)
+        return headers
+
+    # -- the retry loop ------------------------------------------------------------------------------------------
+
+    async def _wait_for_retry(
+        self, attempt: int, hint: float | None, what: str, source: str | None, error: Exception
+    ) -> bool:
+        """Sleep before retry number ``attempt + 1``; False when no retry should happen."""
+        if attempt >= self.retry.max_retries:
+            return False
+        if hint is not None and hint > self.retry.max_retry_after:
+            logger.info("%s: server asked to wait %.1fs, more than max_retry_after; giving up", what, hint)
+            return False
+        delay = hint if hint is not None else self.retry.backoff(attempt)
+        logger.info(
+            "%s%s failed (%s); retry %d/%d in %.2fs",
+            what,
+            f" [{source}]" if source else "",
+            type(error).__name__ if not isinstance(error, APIStatusError) else f"HTTP {error.status_code}",
+            attempt + 1,
+            self.retry.max_retries,
+            delay,
+        )
+        await self._sleep(delay)
+        return True
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+        stream: bool,
+        source: str | None,
+        counter: CallCounter | None,
+    ) -> httpx.Response:
+        """Send with rate limit and retries; return a 2xx response (streamed responses are left open)."""
+        url = self.base_url + path
+        content = None
+        req_headers = self._auth_headers(headers)
+        if json_body is not None:
+            content = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            req_headers.setdefault("content-type", "application/json; charset=utf-8")
+        what = f"{method} {path}"
+        attempt = 0
+        while True:
+            if self.limiter is not None:
+                await self.limiter.acquire(self._sleep)
+            client = self._client()
+            if counter is not None:
+                counter.calls += 1
+                if attempt:
+                    counter.retries += 1
+            logger.debug("%s attempt %d", what, attempt + 1)
+            try:
+                request = client.build_request(method, url, content=content, params=params, headers=req_headers)
+                response = await client.send(request, stream=stream)
+            except httpx.TimeoutException as exc:
+                err: Exception = APITimeoutError(f"{what} timed out: {type(exc).__name__}", source=source)
+                if await self._wait_for_retry(attempt, None, what, source, err):
+                    attempt += 1
+                    continue
+                raise err from exc
+            except httpx.TransportError as exc:
+                err = APIConnectionError(
+                    f"{what}: connection error ({type(exc).__name__}: {exc})".rstrip(": "), source=source
+                )
+                if await self._wait_for_retry(attempt, None, what, source, err):
+                    attempt += 1
+                    continue
+                raise err from exc
+            if response.status_code < 400:
+                return response
+            if stream:
+                await response.aread()
+            await response.aclose()
+            body = _decode(response)
+            hint = parse_retry_after(response.headers)
+            status_error = error_from_response(
+                response.status_code,
+                body,
+                request_id=_request_id(response.headers, body),
+                retry_after=hint,
+                source=source,
+            )
+            retryable = (response.status_code in RETRY_STATUSES or response.status_code >= 500) and (
+                response.headers.get("x-should-retry", "").lower() != "false"
+            )
+            if retryable and await self._wait_for_retry(attempt, hint, what, source, status_error):
+                attempt += 1
+                continue
+            raise status_error
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        source: str | None = None,
+        counter: CallCounter | None = None,
+    ) -> Response:
+        """One JSON call with retries. Raises an :class:`~aisearch_ingest.errors.APIError` subclass on failure."""
+        response = await self._send(
+            method,
+            path,
+            json_body=json_body,
+            params=params,
+            headers=headers,
+            stream=False,
+            source=source,
+            counter=counter,
+        )
+        body = _decode(response)
+        if not isinstance(body, Mapping):
+            raise APIConnectionError(
+                f"{method} {path}: expected a JSON object, got {response.headers.get('content-type', 'no type')}",
+                request_id=_request_id(response.headers, None),
+                source=source,
+            )
+        return Response(response.status_code, response.headers, body, _request_id(response.headers, body))
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        source: str | None = None,
+        counter: CallCounter | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """Open a streamed call (retried until the first 2xx); yields the open response. Errors while reading the
+        body are the caller's to map (see :func:`iter_lines`)."""
+        response = await self._send(
+            method,
+            path,
+            json_body=json_body,
+            params=None,
+            headers=headers,
+            stream=True,
+            source=source,
+            counter=counter,
+        )
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+
+async def iter_lines(response: httpx.Response, *, what: str, source: str | None) -> AsyncIterator[str]:
+    """Lines of a streamed body; a transport failure mid-stream becomes :class:`APIConnectionError`."""
+    try:
+        async for line in response.aiter_lines():
+            yield line
+    except httpx.TimeoutException as exc:
+        raise APITimeoutError(f"{what}: stream timed out", source=source) from exc
+    except httpx.TransportError as exc:
+        raise APIConnectionError(f"{what}: stream broke off ({type(exc).__name__})", source=source) from exc
