@@ -64,9 +64,7 @@ SIZES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("h", "w", "lo", "hi", "resized", "tokens", "why"), SIZES, ids=[s[-1] for s in SIZES]
-)
+@pytest.mark.parametrize(("h", "w", "lo", "hi", "resized", "tokens", "why"), SIZES, ids=[s[-1] for s in SIZES])
 def test_smart_resize_and_tokens_table(
     h: int, w: int, lo: int, hi: int, resized: tuple[int, int], tokens: int, why: str
 ) -> None:
@@ -189,9 +187,7 @@ def test_task_from_prompt_round_trips_every_task() -> None:
     for name in TASKS:
         expected = "text_recognition" if name == "multi_lan" else name
         assert task_from_prompt(build_prompt(name)) == expected
-    assert task_from_prompt(build_prompt("key_information_extraction", {"Date": ""})) == (
-        "key_information_extraction"
-    )
+    assert task_from_prompt(build_prompt("key_information_extraction", {"Date": ""})) == ("key_information_extraction")
 
 
 def test_task_from_prompt_is_robust_to_the_page_renderings() -> None:
@@ -213,9 +209,7 @@ def test_task_from_prompt_is_robust_to_the_page_renderings() -> None:
     assert task_from_prompt(curl_style) == "key_information_extraction"
     assert schema_from_prompt(curl_style) == {"Date": "", "Time": "", "Fuel Surcharge": ""}
     # The task table's wording ("must be consistent") and single-quoted dicts.
-    table_style = (
-        qt._KIE_TABLE_VARIANT + " The content of the input JSON schema is as follows: {'Seller': ''}"
-    )
+    table_style = qt._KIE_TABLE_VARIANT + " The content of the input JSON schema is as follows: {'Seller': ''}"
     assert task_from_prompt(table_style) == "key_information_extraction"
     assert schema_from_prompt(table_style) == {"Seller": ""}
     assert task_from_prompt("  " + TASKS["table_parsing"].prompt.upper() + "\n") == "table_parsing"

@@ -85,12 +85,9 @@ KIE_SCHEMA_MAX_DEPTH = 3
 # --- prompts, verbatim from the page
 
 #: General text recognition / multilingual recognition prompt, also the default prompt when none is sent.
-DEFAULT_PROMPT = (
-    "Please output only the text content from the image without any additional descriptions or formatting."
-)
+DEFAULT_PROMPT = "Please output only the text content from the image without any additional descriptions or formatting."
 _ADVANCED_PROMPT = (
-    "Locate all text lines and return the coordinates of the rotated rectangle"
-    "([cx, cy, width, height, angle])."
+    "Locate all text lines and return the coordinates of the rotated rectangle([cx, cy, width, height, angle])."
 )
 #: Custom-field extraction prompt as the page's OpenAI-compatible samples send it (Python, Node.js and curl
 #: all say
@@ -415,6 +412,4 @@ def check_image_dimensions(width: int, height: int) -> None:
             f"image is {width}x{height} px; Qwen-OCR needs width and height greater than {MIN_IMAGE_SIDE} px"
         )
     if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
-        raise ValueError(
-            f"image is {width}x{height} px; Qwen-OCR accepts aspect ratios up to {MAX_ASPECT_RATIO}:1"
-        )
+        raise ValueError(f"image is {width}x{height} px; Qwen-OCR accepts aspect ratios up to {MAX_ASPECT_RATIO}:1")

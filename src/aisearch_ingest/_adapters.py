@@ -1,0 +1,219 @@
+"""What the LangChain and LlamaIndex adapters share: option checks, input expansion, outcome → records with the
+``on_error`` policy, the failures list and the progress bar. Imports neither framework.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from pathlib import PurePath
+from types import TracebackType
+from typing import Any, Literal
+
+from .documents import MODES, Chunker, Mode, Record, records_from_result
+from .engine import ParserEngine
+from .errors import AISearchIngestError
+from .results import Outcome
+from .sources import Source, SourceLike, expand_inputs, load_source
+
+__all__ = [
+    "Batch",
+    "Failure",
+    "OnError",
+    "Shaper",
+    "aiter_records",
+    "check_choices",
+    "expand",
+    "iter_records",
+    "name_of",
+    "output_options",
+    "source_from_bytes",
+]
+
+logger = logging.getLogger("aisearch_ingest")
+
+OnError = Literal["raise", "skip"]
+#: One failed input: the path or URL as given, and the error (which names it too).
+Failure = tuple[str, AISearchIngestError]
+
+#: Client settings that change what the service returns (so they are part of the ids). Read from the client and
+#: from its ``request`` (QwenOCR keeps the per-call options in an ``OcrRequest``).
+_OUTPUT_OPTIONS = (
+    "image_storage",
+    "enable_semantic",
+    "task",
+    "result_schema",
+    "prompt",
+    "min_pixels",
+    "max_pixels",
+    "enable_rotate",
+    "max_tokens",
+    "temperature",
+    "pdf_dpi",
+)
+
+
+def check_choices(mode: str, on_error: str) -> None:
+    """Raise ``ValueError`` for an unknown ``mode`` or ``on_error``."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}; got {mode!r}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
+
+
+def expand(inputs: SourceLike | Iterable[SourceLike], *, glob: str = "**/*", recursive: bool = True) -> list[Any]:
+    """Inputs with directories expanded (sorted, hidden files skipped); paths, URLs, bytes and sources as given."""
+    return list(expand_inputs(inputs, glob=glob, recursive=recursive))
+
+
+def source_from_bytes(data: bytes, *, origin: str, file_name: str | None = None) -> Source | Outcome:
+    """A :class:`Source` for bytes that came from ``origin`` (a blob, an fsspec file), or a failed outcome."""
+    try:
+        source = load_source(data, file_name=file_name)
+    except AISearchIngestError as exc:
+        exc.source = origin
+        return Outcome(origin, error=exc)
+    return dataclasses.replace(source, origin=origin)
+
+
+def output_options(client: ParserEngine) -> dict[str, Any]:
+    """The client's settings that change the output: they go into the document ids."""
+    opts: dict[str, Any] = {}
+    for holder in (client, getattr(client, "request", None)):
+        for name in _OUTPUT_OPTIONS:
+            value = getattr(holder, name, None)
+            if isinstance(value, Mapping):
+                value = dict(value)
+            if value is not None and not callable(value):
+                opts[name] = value
+    return opts
+
+
+class Shaper:
+    """Turns results into records for one adapter configuration (mode, chunking, id options)."""
+
+    def __init__(
+        self, client: ParserEngine, *, mode: Mode, max_tokens: int = 512, include_headings: bool = False
+    ) -> None:
+        self.mode = mode
+        self.options = output_options(client)
+        self.chunker: Chunker | None = None
+        if mode == "chunk":
+            from .chunking import StructuredChunker
+
+            self.chunker = StructuredChunker(max_tokens=max_tokens, include_headings=include_headings)
+            self.options.update(chunk_max_tokens=max_tokens, include_headings=include_headings)
+
+    def records(self, outcome: Outcome, extra: Mapping[str, Any] | None = None) -> list[Record]:
+        assert outcome.result is not None
+        return records_from_result(
+            outcome.result, mode=self.mode, options=self.options, chunker=self.chunker, extra_metadata=extra
+        )
+
+
+class Batch:
+    """One load call: applies ``on_error``, fills ``failures``, drives the progress bar.
+
+    Use it as a context manager around the outcome loop, then call :meth:`raise_first`.
+    """
+
+    def __init__(
+        self,
+        shaper: Shaper,
+        *,
+        on_error: OnError,
+        failures: list[Failure],
+        total: int,
+        show_progress: bool = False,
+        desc: str = "",
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.shaper = shaper
+        self.on_error = on_error
+        self.failures = failures
+        self.extra = extra
+        self._bar: Any = None
+        if show_progress:
+            from tqdm.auto import tqdm  # renders as a widget in notebooks, as text in terminals
+
+            self._bar = tqdm(total=total, desc=desc or None, unit="file")
+
+    def records(self, outcome: Outcome) -> list[Record]:
+        """The records of a finished source; ``[]`` for a failure (recorded, and logged when skipping)."""
+        if self._bar is not None:
+            self._bar.update(1)
+        if outcome.error is not None:
+            self.failures.append((outcome.source, outcome.error))
+            if self.on_error == "skip":
+                message = str(outcome.error)  # errors name their file; the key is never in a message
+                if outcome.source not in message:
+                    message = f"{outcome.source}: {message}"
+                logger.warning("skipped %s", message)
+            return []
+        return self.shaper.records(outcome, self.extra)
+
+    def raise_first(self) -> None:
+        """With ``on_error="raise"``, raise the first failure (after every source of the batch has settled)."""
+        if self.on_error == "raise" and self.failures:
+            raise self.failures[0][1]
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def iter_records(
+    client: ParserEngine, items: list[Any], batch: Batch, *, done: Iterable[Outcome] = ()
+) -> Iterator[Record]:
+    """Records as sources finish, through the blocking engine (works inside a running loop); then ``raise_first``.
+
+    ``done`` are outcomes already known (inputs that failed before reaching the engine).
+    """
+    with batch:
+        for outcome in done:
+            yield from batch.records(outcome)
+        if items:
+            outcomes = client.parse_many(items)
+            try:
+                for outcome in outcomes:
+                    yield from batch.records(outcome)
+            finally:  # stopping early cancels the work still in flight
+                close = getattr(outcomes, "close", None)
+                if close is not None:
+                    close()
+    batch.raise_first()
+
+
+async def aiter_records(
+    client: ParserEngine, items: list[Any], batch: Batch, *, done: Iterable[Outcome] = ()
+) -> AsyncIterator[Record]:
+    """The native-async :func:`iter_records`: sources run concurrently on the caller's event loop."""
+    with batch:
+        for outcome in done:
+            for record in batch.records(outcome):
+                yield record
+        if items:
+            outcomes = client.aparse_many(items)
+            try:
+                async for outcome in outcomes:
+                    for record in batch.records(outcome):
+                        yield record
+            finally:  # stopping early cancels the work still in flight
+                aclose = getattr(outcomes, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+    batch.raise_first()
+
+
+def name_of(path: str | PurePath | None) -> str | None:
+    """The last part of a path or URL, for naming bytes."""
+    if path is None:
+        return None
+    text = str(path).rstrip("/")
+    return text.rsplit("/", 1)[-1] or None

@@ -1,0 +1,668 @@
+"""The chunk type, the block ("atom") model the parsers produce, and the packer that turns atoms into chunks.
+
+Every parser (markdown, HTML, LaTeX, plain text) turns its input into a flat list of :class:`Atom` -- a piece of text
+that is never cut if it fits the budget (a paragraph, a table, a table row, a code fence, a formula, a list item, a
+heading) -- with the separator that follows it, the heading path it sits under and its page. The packer then fills
+chunks greedily up to ``max_tokens``; atoms that do not fit alone are first split by :func:`split_oversized`
+(tables between rows with the header repeated, code between lines with the fence reopened, prose between sentences,
+then words, then tokens).
+
+Token counts are exact. Each atom is tokenised once together with its separator; because the separators end with a
+newline and every atom's first line holds text, counts add up across joins for ``cl100k_base`` (see
+:mod:`.tokens`). The last atom of a chunk is counted without its separator by re-encoding only its last line. For
+other encodings or a custom length function, each assembled chunk is re-counted and trimmed if needed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .tokens import TokenCounter
+
+__all__ = ["KINDS", "Atom", "Chunk", "Group", "pack", "split_oversized"]
+
+#: The chunk kinds (the dominant kind of the atoms in a chunk, by tokens).
+KINDS = ("text", "table", "code", "formula")
+
+# Atom kinds -> chunk kinds.
+_KIND_OF = {"text": "text", "heading": "text", "list": "text", "table": "table", "code": "code", "formula": "formula"}
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk of a document: what gets embedded, with its context.
+
+    Attributes:
+        text: the text to embed (prefixed with the breadcrumb and a blank line when ``include_headings=True``).
+        tokens: exact token count of ``text`` (tiktoken, or the chunker's length function).
+        headings: the heading path the chunk sits under, outermost first, e.g. ``("Guide", "Install", "Linux")``.
+        page_start: first 1-based page the chunk comes from, when the source has pages.
+        page_end: last 1-based page the chunk comes from, when the source has pages.
+        kind: ``text``, ``table``, ``code`` or ``formula`` -- the kind holding most of the chunk's tokens.
+        index: 0-based position of the chunk in its document.
+        count: number of chunks of the document.
+
+    Example:
+        >>> c = Chunk("x", 1, ("A", "B"), None, None, "text", 0, 1)
+        >>> c.breadcrumb
+        'A > B'
+    """
+
+    text: str
+    tokens: int
+    headings: tuple[str, ...]
+    page_start: int | None
+    page_end: int | None
+    kind: str
+    index: int
+    count: int
+
+    @property
+    def breadcrumb(self) -> str:
+        """The heading path joined with ``" > "`` (empty when the chunk sits under no heading)."""
+        return " > ".join(self.headings)
+
+
+class Group:
+    """Atoms that belong together when a block is split: a table's rows or a code fence's lines.
+
+    Attributes:
+        head: atoms repeated at the top of every continuation chunk (table header and delimiter row; fence opener).
+        tail: text appended when a chunk ends inside the group (the closing fence), or None.
+        tail_tokens: token count of ``tail``.
+    """
+
+    __slots__ = ("head", "tail", "tail_tokens")
+
+    def __init__(self, head: list[Atom], tail: str | None = None, tail_tokens: int = 0) -> None:
+        self.head = head
+        self.tail = tail
+        self.tail_tokens = tail_tokens
+
+
+class Atom:
+    """A piece of text the packer never cuts.
+
+    Invariants: ``text`` has no leading blank line and no trailing whitespace; ``sep`` is the whitespace that follows it
+    when another atom follows in the same chunk (ends with a newline, or the join is marked unsafe); ``n`` is the
+    exact token count of ``text + sep``.
+    """
+
+    __slots__ = (
+        "group",
+        "head_parts",
+        "kind",
+        "last_in_group",
+        "level",
+        "n",
+        "nf",
+        "page",
+        "parts",
+        "path",
+        "safe",
+        "sep",
+        "text",
+    )
+
+    def __init__(
+        self,
+        text: str,
+        sep: str,
+        kind: str,
+        path: tuple[str, ...],
+        page: int | None = None,
+        level: int = 0,
+    ) -> None:
+        self.text = text
+        self.sep = sep
+        self.kind = kind
+        self.path = path
+        self.page = page
+        self.level = level  # heading level for heading atoms, else 0
+        self.n = -1  # tokens of text + sep
+        self.nf = -1  # tokens of text alone (computed lazily)
+        self.safe = True  # counts add up across the join after this atom
+        self.group: Group | None = None
+        self.last_in_group = False
+        self.parts: list[str] | None = None  # pre-cut sub-blocks (HTML table rows), joined by newlines in text
+        self.head_parts = 0  # how many leading parts form a repeatable header
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"Atom({self.kind}, {self.text[:40]!r}, n={self.n})"
+
+
+def count_atoms(atoms: Sequence[Atom], counter: TokenCounter) -> None:
+    """Fill ``n`` (tokens of ``text + sep``) of every atom that lacks it, in one batch."""
+    todo = [a for a in atoms if a.n < 0]
+    if not todo:
+        return
+    texts = [a.text + a.sep for a in todo]
+    counts = counter.count_many(texts, sum(map(len, texts)))
+    for a, n in zip(todo, counts):
+        a.n = n
+        if not a.sep:
+            a.nf = n
+
+
+def final_tokens(a: Atom, counter: TokenCounter) -> int:
+    """Tokens of ``a.text`` alone: ``n`` minus the effect of the separator, found by re-encoding the last line only."""
+    if a.nf < 0:
+        if not a.sep:
+            a.nf = a.n
+        else:
+            cut = a.text.rfind("\n") + 1
+            if cut == 0 or not counter.additive:
+                a.nf = counter.count(a.text)
+            else:
+                last = a.text[cut:]
+                a.nf = a.n - counter.count(last + a.sep) + counter.count(last)
+    return a.nf
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Splitting atoms that do not fit alone.
+
+_SENTENCE_END = re.compile(r"[。！？!?]+[”’」』）)\]\"']*|\.+[”’」』）)\]\"']*(?=\s|$)|[;；](?=\s)")
+_WORD = re.compile(r"\S+")
+
+
+def _sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Spans of sentences in ``text`` (each span stripped of surrounding whitespace)."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    n = len(text)
+    for m in _SENTENCE_END.finditer(text):
+        end = m.end()
+        s = start
+        while s < end and text[s].isspace():
+            s += 1
+        if s < end:
+            spans.append((s, end))
+        start = end
+    s = start
+    while s < n and text[s].isspace():
+        s += 1
+    if s < n:
+        spans.append((s, len(text.rstrip())))
+    return spans
+
+
+def _word_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    return [(m.start() + start, m.end() + start) for m in _WORD.finditer(text, start, end)] if start < end else []
+
+
+def _pack_spans(
+    text: str, spans: list[tuple[int, int]], budget: int, counter: TokenCounter, fallback: Callable[..., list[str]]
+) -> list[str]:
+    """Greedily join consecutive spans of ``text`` into pieces of at most ``budget`` tokens (exact)."""
+    counts = counter.count_many([text[s:e] for s, e in spans])
+    pieces: list[str] = []
+    i = 0
+    while i < len(spans):
+        if counts[i] > budget:
+            pieces.extend(fallback(text[spans[i][0] : spans[i][1]], budget, counter))
+            i += 1
+            continue
+        j = i + 1
+        est = counts[i]
+        while j < len(spans) and est + counts[j] <= budget:
+            est += counts[j]
+            j += 1
+        while True:
+            piece = text[spans[i][0] : spans[j - 1][1]]
+            if j - i == 1 or counter.count(piece) <= budget:
+                break
+            j -= 1
+        pieces.append(piece)
+        i = j
+    return pieces
+
+
+def _split_tokens(text: str, budget: int, counter: TokenCounter) -> list[str]:
+    """Last resort: cut at token boundaries."""
+    toks = counter.decode_pieces(text)
+    pieces: list[str] = []
+    i = 0
+    while i < len(toks):
+        j = min(len(toks), i + budget)
+        while j > i + 1:
+            piece = "".join(toks[i:j]).strip()
+            if counter.count(piece) <= budget:
+                break
+            j -= 1
+        piece = "".join(toks[i:j]).strip()
+        if piece:
+            pieces.append(piece)
+        i = j
+    return pieces
+
+
+def _split_words(text: str, budget: int, counter: TokenCounter) -> list[str]:
+    spans = _word_spans(text, 0, len(text))
+    if len(spans) <= 1:
+        return _split_tokens(text, budget, counter)
+    return _pack_spans(text, spans, budget, counter, _split_tokens)
+
+
+def split_prose(text: str, budget: int, counter: TokenCounter) -> list[str]:
+    """Split one line of prose into pieces of at most ``budget`` tokens: between sentences, then words, then tokens.
+
+    The pieces, in order, are slices of ``text`` (whitespace between them dropped).
+    """
+    spans = _sentence_spans(text)
+    if len(spans) <= 1:
+        return _split_words(text.strip(), budget, counter)
+    return _pack_spans(text, spans, budget, counter, _split_words)
+
+
+def _line_atoms(a: Atom, text: str, sep: str, kind: str) -> list[Atom]:
+    """Atoms of the non-blank lines of ``text``; blank lines go into the separator before the next line."""
+    lines = text.split("\n")
+    out: list[Atom] = []
+    for line in lines:
+        if not line.strip():
+            if out:
+                out[-1].sep += "\n"
+            continue
+        if out:
+            out[-1].sep += "\n"
+        stripped = line.rstrip()
+        atom = Atom(stripped, "", kind, a.path, a.page)
+        if len(stripped) != len(line) and out is not None:
+            atom.sep = line[len(stripped) :]
+        out.append(atom)
+    if out:
+        out[-1].sep += sep
+    return out
+
+
+def _fix_seps(atoms: list[Atom]) -> None:
+    # A separator that carries trailing spaces of its line must still end with a newline when more follows.
+    for a in atoms:
+        if a.sep and not a.sep.endswith("\n"):
+            a.safe = False
+
+
+def split_oversized(a: Atom, budget: int, counter: TokenCounter) -> list[Atom]:
+    """Split an atom that does not fit ``budget`` into atoms that do (see the module docstring for the rules).
+
+    Args:
+        a: the atom (``n`` counted).
+        budget: the token budget.
+        counter: the token counter.
+
+    Returns:
+        Atoms in source order; rows or lines of one block share a :class:`Group`.
+    """
+    kind = a.kind
+    text = a.text
+    if kind == "table" and a.group is None:
+        if a.parts is not None:
+            rows = [Atom(p, "\n", "table", a.path, a.page) for p in a.parts]
+            rows[-1].sep = a.sep
+            return _group_rows(a, rows[: a.head_parts], rows[a.head_parts :], budget, counter)
+        if text.startswith("<"):
+            from .html import html_table_parts
+
+            parts, seps, head_parts, tail = html_table_parts(text)
+            if parts:
+                rows = [Atom(p, s, "table", a.path, a.page) for p, s in zip(parts, seps)]
+                rows[-1].sep = a.sep
+                return _group_rows(a, rows[:head_parts], rows[head_parts:], budget, counter, tail)
+        else:
+            return _split_table_lines(a, budget, counter)
+    if kind in ("code", "formula"):
+        return _split_fence(a, budget, counter)
+    # Prose, list items, headings, HTML blocks: lines first, then sentences/words/tokens within lines.
+    lines = _line_atoms(a, text, a.sep, kind)
+    count_atoms(lines, counter)
+    out: list[Atom] = []
+    for line in lines:
+        if line.n <= budget or final_tokens(line, counter) <= budget:
+            out.append(line)
+            continue
+        pieces = split_prose(line.text, budget, counter)
+        for k, piece in enumerate(pieces):
+            last = k == len(pieces) - 1
+            sub = Atom(piece, line.sep if last else "", kind, a.path, a.page)
+            if not last:
+                # The join to the next piece is inside a line: not additive, the packer re-counts such chunks.
+                sub.safe = False
+                sub.n = sub.nf = counter.count(piece)
+            out.append(sub)
+    count_atoms(out, counter)
+    _fix_seps(out)
+    return out
+
+
+_DELIM_ROW = re.compile(r"^ {0,3}\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
+
+
+def _split_table_lines(a: Atom, budget: int, counter: TokenCounter) -> list[Atom]:
+    """A markdown pipe table (header line, delimiter line, rows) -> header group + row atoms."""
+    rows = _line_atoms(a, a.text, a.sep, "table")
+    tail = None
+    m = _LATEX_BEGIN.match(a.text)
+    if m is not None:
+        # LaTeX: the opener and everything up to the end of the first row (``\\``) is the header.
+        k = 0
+        while k < len(rows) - 1 and not rows[k].text.rstrip().endswith("\\\\"):
+            k += 1
+        head = rows[: k + 1] if k < len(rows) - 1 else rows[:1]
+        tail = "\\end{" + m.group(1) + "}"
+    elif len(rows) >= 2 and _DELIM_ROW.match(rows[1].text):
+        head = rows[:2]
+    else:
+        head = rows[:1]
+    return _group_rows(a, head, rows[len(head) :], budget, counter, tail)
+
+
+_LATEX_BEGIN = re.compile(r"\s*\\begin\{([A-Za-z]+\*?)\}")
+
+
+def _group_rows(
+    a: Atom, head: list[Atom], body: list[Atom], budget: int, counter: TokenCounter, tail: str | None = None
+) -> list[Atom]:
+    """Wire header and row atoms into one group; rows that alone exceed the budget are cut as prose."""
+    group = Group(head, tail, counter.count(tail) if tail else 0)
+    all_atoms = head + body
+    count_atoms(all_atoms, counter)
+    head_tokens = sum(h.n for h in head) + group.tail_tokens + 1
+    if head_tokens * 2 > budget:
+        # A header that eats half the budget is not worth repeating.
+        group.head = []
+        head_tokens = 0
+    out: list[Atom] = []
+    for atom in all_atoms:
+        atom.group = group
+        if atom.n + head_tokens > budget and final_tokens(atom, counter) + head_tokens > budget:
+            # A single row larger than the budget: it has to be cut.
+            pieces = split_prose(atom.text, max(budget - head_tokens, budget // 2), counter)
+            for k, piece in enumerate(pieces):
+                last = k == len(pieces) - 1
+                sub = Atom(piece, atom.sep if last else "", "table", a.path, a.page)
+                sub.group = group
+                if not last:
+                    sub.safe = False
+                    sub.n = sub.nf = counter.count(piece)
+                out.append(sub)
+        else:
+            out.append(atom)
+    count_atoms(out, counter)
+    out[-1].last_in_group = True
+    _fix_seps(out)
+    return out
+
+
+_FENCE_OPEN = re.compile(r"^[ \t]*(`{3,}|~{3,}|\$\$)")
+
+
+def _split_fence(a: Atom, budget: int, counter: TokenCounter) -> list[Atom]:
+    """A code fence or display formula -> opener + line atoms + closer; continuation chunks reopen the fence."""
+    lines = _line_atoms(a, a.text, a.sep, a.kind)
+    m = _FENCE_OPEN.match(lines[0].text) if lines else None
+    if m is None or len(lines) < 3:
+        for line in lines:
+            line.kind = a.kind
+        count_atoms(lines, counter)
+        out: list[Atom] = []
+        for line in lines:
+            if line.n <= budget or final_tokens(line, counter) <= budget:
+                out.append(line)
+            else:
+                for piece in _split_tokens(line.text, budget, counter):
+                    sub = Atom(piece, "", a.kind, a.path, a.page)
+                    sub.safe = False
+                    out.append(sub)
+                out[-1].sep = line.sep
+                out[-1].safe = True
+        count_atoms(out, counter)
+        _fix_seps(out)
+        return out
+    marker = m.group(1)
+    closer = lines[-1].text.strip()
+    has_closer = closer.startswith(marker[0] * min(3, len(marker))) and len(lines) > 1
+    tail = closer if has_closer else marker
+    head = [lines[0]]
+    group = Group(head, tail, counter.count(tail))
+    body = lines[1:]
+    count_atoms(lines, counter)
+    out = [lines[0]]
+    reserve = lines[0].n + group.tail_tokens
+    for line in body:
+        line.group = group
+        if line.n + reserve > budget and final_tokens(line, counter) + reserve > budget:
+            for piece in _split_tokens(line.text, max(budget - reserve, budget // 2), counter):
+                sub = Atom(piece, "", a.kind, a.path, a.page)
+                sub.group = group
+                sub.safe = False
+                sub.n = sub.nf = counter.count(piece)
+                out.append(sub)
+            out[-1].sep = line.sep
+            out[-1].safe = "\n" in line.sep
+            out[-1].n = -1
+            out[-1].nf = -1
+        else:
+            out.append(line)
+    lines[0].group = group
+    count_atoms(out, counter)
+    out[-1].last_in_group = True
+    _fix_seps(out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Packing.
+
+
+class _Builder:
+    """Accumulates the atoms of one chunk and knows its exact token count."""
+
+    __slots__ = ("atoms", "joined", "safe")
+
+    def __init__(self) -> None:
+        self.atoms: list[Atom] = []
+        self.joined = 0  # sum of n over atoms (head repeat included)
+        self.safe = True
+
+
+def _assemble(atoms: list[Atom], head: list[Atom]) -> str:
+    parts: list[str] = []
+    for h in head:
+        parts.append(h.text)
+        parts.append(h.sep)
+    last = len(atoms) - 1
+    for i, a in enumerate(atoms):
+        parts.append(a.text)
+        if i != last:
+            parts.append(a.sep)
+    end = atoms[-1]
+    if end.group is not None and not end.last_in_group and end.group.tail is not None:
+        parts.append(end.sep if "\n" in end.sep else "\n")
+        parts.append(end.group.tail)
+    return "".join(parts)
+
+
+def _dominant(atoms: list[Atom], attr: str) -> object:
+    weights: dict[object, int] = {}
+    for a in atoms:
+        key = getattr(a, attr) if attr != "kind" else _KIND_OF.get(a.kind, "text")
+        weights[key] = weights.get(key, 0) + max(a.n, 1)
+    best = None
+    best_w = -1
+    for key, w in weights.items():  # dicts keep insertion order: ties go to the first
+        if w > best_w:
+            best, best_w = key, w
+    return best
+
+
+def pack(
+    atoms: Sequence[Atom],
+    counter: TokenCounter,
+    max_tokens: int,
+    *,
+    overlap_tokens: int = 0,
+    min_tokens: int = 32,
+    include_headings: bool = False,
+) -> list[Chunk]:
+    """Pack atoms into chunks of at most ``max_tokens`` tokens.
+
+    A heading starts a new chunk once the current one holds at least ``min_tokens`` tokens; otherwise atoms are
+    added greedily while they fit. Atoms that do not fit alone are split first (:func:`split_oversized`).
+
+    Args:
+        atoms: the parser's atoms, in order (token counts filled in by this function when missing).
+        counter: the token counter.
+        max_tokens: the budget.
+        overlap_tokens: repeat up to this many tokens of whole trailing atoms of a chunk at the start of the next one
+            when the split was forced by the budget (not at a heading).
+        min_tokens: see above.
+        include_headings: prefix each chunk's text with its breadcrumb and a blank line.
+
+    Returns:
+        The chunks, with ``index`` and ``count`` set.
+    """
+    count_atoms(atoms, counter)
+    crumb_cost: dict[tuple[str, ...], int] = {(): 0}
+
+    def crumb_tokens(path: tuple[str, ...]) -> int:
+        cost = crumb_cost.get(path)
+        if cost is None:
+            cost = counter.count(" > ".join(path) + "\n\n")
+            crumb_cost[path] = cost
+        return cost
+
+    # Split what cannot fit on its own (reserving room for the deepest breadcrumb prefix when prefixing).
+    flat: list[Atom] = []
+    for a in atoms:
+        budget = max_tokens - (crumb_tokens(a.path) if include_headings else 0)
+        if a.n > budget and final_tokens(a, counter) > budget:
+            flat.extend(split_oversized(a, max(budget, 1), counter))
+        else:
+            flat.append(a)
+
+    chunks: list[tuple[list[Atom], list[Atom]]] = []  # (head repeat, atoms)
+    cur: list[Atom] = []
+    head: list[Atom] = []
+    joined = 0  # tokens of all atoms of cur (and head) with their separators
+    crumb = 0  # reserved breadcrumb tokens
+
+    def close() -> None:
+        nonlocal cur, head, joined, crumb
+        if cur:
+            chunks.append((head, cur))
+        cur, head, joined, crumb = [], [], 0, 0
+
+    def start_with(a: Atom, seed: list[Atom]) -> None:
+        nonlocal cur, head, joined, crumb
+        cur = list(seed)
+        joined = sum(s.n for s in seed)
+        first = cur[0] if cur else a
+        g = first.group
+        head = list(g.head) if g is not None and first not in g.head else []
+        joined += sum(h.n for h in head)
+        crumb = max((crumb_tokens(x.path) for x in [*cur, a]), default=0) if include_headings else 0
+
+    def fits(a: Atom) -> bool:
+        extra = 0
+        if a.group is not None and not a.last_in_group and a.group.tail is not None:
+            extra = a.group.tail_tokens + (0 if "\n" in a.sep else 1)
+        if cur and not cur[-1].safe:
+            extra += 1
+        reserve = max(crumb, crumb_tokens(a.path)) if include_headings else 0
+        room = max_tokens - reserve - joined - extra
+        if a.n <= room:
+            return True
+        if a.n - 8 > room:
+            return False
+        return final_tokens(a, counter) <= room
+
+    for a in flat:
+        if not cur:
+            start_with(a, [])
+        elif a.kind == "heading" and joined - sum(h.n for h in head) >= min_tokens:
+            close()
+            start_with(a, [])
+        elif not fits(a):
+            prev = cur
+            close()
+            seed: list[Atom] = []
+            if overlap_tokens > 0:
+                total = 0
+                for p in reversed(prev):
+                    if p.kind == "heading" or total + p.n > overlap_tokens:
+                        break
+                    seed.insert(0, p)
+                    total += p.n
+            start_with(a, seed)
+            while cur and not fits(a):  # the seed leaves no room: drop it
+                start_with(a, cur[1:])
+        cur.append(a)
+        joined += a.n
+        if include_headings:
+            crumb = max(crumb, crumb_tokens(a.path))
+    close()
+
+    out: list[Chunk] = []
+    pending = list(chunks)
+    while pending:
+        head, group_atoms = pending.pop(0)
+        text = _assemble(group_atoms, head)
+        end = group_atoms[-1]
+        exact = all(x.safe for x in head) and all(x.safe for x in group_atoms[:-1]) and counter.additive
+        if exact:
+            tokens = sum(h.n for h in head) + sum(x.n for x in group_atoms[:-1])
+            if end.group is not None and not end.last_in_group and end.group.tail is not None:
+                tokens += end.n + end.group.tail_tokens
+                if "\n" not in end.sep:
+                    tokens = counter.count(text)
+            else:
+                tokens += final_tokens(end, counter)
+        else:
+            tokens = counter.count(text)
+        path = _chunk_path(group_atoms)
+        if include_headings and path:
+            crumb_text = " > ".join(path)
+            text = crumb_text + "\n\n" + text
+            tokens = tokens + crumb_tokens(path) if counter.additive else counter.count(text)
+        if tokens > max_tokens and len(group_atoms) > 1:
+            # Only reachable with a length function that is not additive: give the last atom to the next chunk.
+            moved = group_atoms.pop()
+            nxt_head = list(moved.group.head) if moved.group is not None and moved not in moved.group.head else []
+            pending.insert(0, (head, group_atoms))
+            pending.insert(1, (nxt_head, [moved]))
+            continue
+        pages = [x.page for x in group_atoms if x.page is not None]
+        out.append(
+            Chunk(
+                text=text,
+                tokens=tokens,
+                headings=path,
+                page_start=min(pages) if pages else None,
+                page_end=max(pages) if pages else None,
+                kind=str(_dominant([*head, *group_atoms], "kind")),
+                index=len(out),
+                count=0,
+            )
+        )
+    total = len(out)
+    return [
+        Chunk(c.text, c.tokens, c.headings, c.page_start, c.page_end, c.kind, c.index, total) for c in out
+    ]
+
+
+def _chunk_path(atoms: list[Atom]) -> tuple[str, ...]:
+    """The breadcrumb of a chunk: the heading path holding most of its tokens (leading headings excluded)."""
+    body = atoms
+    k = 0
+    while k < len(atoms) - 1 and atoms[k].kind == "heading":
+        k += 1
+    if k:
+        body = atoms[k:]
+    if len(body) == 1 or all(x.path is body[0].path for x in body):
+        return body[0].path
+    path = _dominant(body, "path")
+    assert isinstance(path, tuple)
+    return path

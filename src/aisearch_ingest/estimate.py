@@ -1,0 +1,156 @@
+"""Qwen-OCR cost before spending: the documented image-token estimate for images, PDFs and multi-page TIFFs.
+
+The vendor page gives the rule ("Sample code for estimating image tokens"): the image is resized by ``smart_resize``
+(sides rounded to multiples of 28, then scaled into ``[min_pixels, max_pixels]``), and costs
+``(h' × w') / (28 × 28) + 2`` tokens, at least four 28×28 blocks. Multi-page files are estimated page by page on the
+page images this package would send (same DPI and ``max_pixels`` cap as :mod:`aisearch_ingest.pages`).
+
+This is a budget figure: the text prompt and the output tokens come on top, and the service's ``usage`` is what is
+billed (every :class:`~aisearch_ingest.results.ParseResult` carries it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Union
+
+from .errors import InvalidInputError
+from .pages import DEFAULT_DPI, image_size, is_multipage, open_pages
+from .protocol.qwen_tasks import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, image_tokens
+from .sources import Source, SourceLike, load_source
+
+__all__ = ["FileEstimate", "estimate_file", "estimate_image_tokens"]
+
+SizeOrSource = Union[tuple[int, int], Sequence[int], SourceLike]  # noqa: UP007 (runtime alias on 3.10)
+
+
+@dataclass(frozen=True)
+class FileEstimate:
+    """The image-token estimate of one file.
+
+    Attributes:
+        source: the path, URL or name as given.
+        file_type: ``pdf``, ``tiff``, ``png``...
+        pages: page images the file makes (1 for an image).
+        calls: Qwen-OCR calls it takes (one per page image, retries not counted).
+        page_sizes: ``(width, height)`` in pixels of each page image as sent.
+        page_image_tokens: image tokens of each page.
+        image_tokens: their sum.
+    """
+
+    source: str
+    file_type: str
+    pages: int
+    calls: int
+    page_sizes: tuple[tuple[int, int], ...]
+    page_image_tokens: tuple[int, ...]
+    image_tokens: int
+
+
+def _bounds(min_pixels: int | None, max_pixels: int | None) -> tuple[int, int]:
+    return min_pixels or DEFAULT_MIN_PIXELS, max_pixels or DEFAULT_MAX_PIXELS
+
+
+def estimate_image_tokens(
+    source_or_size: SizeOrSource, *, min_pixels: int | None = None, max_pixels: int | None = None
+) -> int:
+    """Image tokens Qwen-OCR will bill for one image, by the documented ``smart_resize`` rule.
+
+    Args:
+        source_or_size: ``(width, height)`` in pixels (the order of ``PIL.Image.size``), or an image as a path,
+            bytes, ``data:`` URI or :class:`~aisearch_ingest.sources.Source`.
+        min_pixels: the request's ``min_pixels`` (default 3,136 = 28·28·4, as in the vendor samples).
+        max_pixels: the request's ``max_pixels`` (default 6,422,528 = 28·28·8192).
+
+    Returns:
+        ``max((h'·w') / 784, 4) + 2``.
+
+    Raises:
+        InvalidInputError: the image cannot be read, or is a multi-page file or a URL (use :func:`estimate_file`).
+
+    Example:
+        >>> estimate_image_tokens((689, 487))  # the vendor page's train ticket: usage.image_tokens 427
+        427
+        >>> estimate_image_tokens((1500, 1734), min_pixels=401408)
+        3350
+    """
+    lo, hi = _bounds(min_pixels, max_pixels)
+    if isinstance(source_or_size, Sequence) and not isinstance(source_or_size, (str, bytes, bytearray)):
+        if len(source_or_size) != 2:
+            raise ValueError("a size is (width, height)")
+        width, height = (int(v) for v in source_or_size)
+        return image_tokens(height, width, min_pixels=lo, max_pixels=hi)
+    source = load_source(bytes(source_or_size) if isinstance(source_or_size, bytearray) else source_or_size)
+    if source.url is not None:
+        raise InvalidInputError(
+            f"{source.origin}: the size of a URL image is not known locally", source=source.origin, limit="url"
+        )
+    if is_multipage(source):
+        raise InvalidInputError(
+            f"{source.origin} has several pages; use estimate_file()", source=source.origin, limit="pages"
+        )
+    assert source.data is not None
+    size = image_size(source.data)
+    if size is None:
+        raise InvalidInputError(
+            f"{source.origin}: cannot read the image size", source=source.origin, limit="unreadable"
+        )
+    return image_tokens(size[1], size[0], min_pixels=lo, max_pixels=hi)
+
+
+def estimate_file(
+    path_or_source: SourceLike,
+    *,
+    dpi: float = DEFAULT_DPI,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+) -> FileEstimate:
+    """Image tokens and calls for one image, PDF or multi-page TIFF, before sending anything.
+
+    PDF pages are sized as :class:`~aisearch_ingest.qwen.QwenOCR` renders them: ``dpi`` (150 by default, the
+    ``pdf_dpi`` of the client), lowered per page so a page stays within ``max_pixels``.
+
+    Args:
+        path_or_source: a path, bytes, ``data:`` URI or :class:`~aisearch_ingest.sources.Source`.
+        dpi: PDF rendering resolution.
+        min_pixels: the request's ``min_pixels``.
+        max_pixels: the request's ``max_pixels``.
+
+    Raises:
+        InvalidInputError: unreadable file, or a URL (its size is not known locally).
+
+    Example:
+        >>> est = estimate_file("notebooks/data/annual_report.pdf")  # doctest: +SKIP
+        >>> est.pages, est.calls, est.image_tokens  # doctest: +SKIP
+        (3, 3, 7470)
+    """
+    lo, hi = _bounds(min_pixels, max_pixels)
+    source: Source = load_source(path_or_source)
+    if source.url is not None:
+        raise InvalidInputError(
+            f"{source.origin}: the size of a URL is not known locally; download it first",
+            source=source.origin,
+            limit="url",
+        )
+    if is_multipage(source):
+        with open_pages(source, dpi=dpi, max_pixels=hi) as doc:
+            sizes = tuple((layout.width, layout.height) for layout in doc.layouts)
+    else:
+        assert source.data is not None
+        size = image_size(source.data)
+        if size is None:
+            raise InvalidInputError(
+                f"{source.origin}: cannot read the image size", source=source.origin, limit="unreadable"
+            )
+        sizes = (size,)
+    tokens = tuple(image_tokens(h, w, min_pixels=lo, max_pixels=hi) for w, h in sizes)
+    return FileEstimate(
+        source=source.origin,
+        file_type=source.file_type,
+        pages=len(sizes),
+        calls=len(sizes),
+        page_sizes=sizes,
+        page_image_tokens=tokens,
+        image_tokens=sum(tokens),
+    )

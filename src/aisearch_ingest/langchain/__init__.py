@@ -1,0 +1,37 @@
+"""LangChain integration (``pip install aisearch-ingest[langchain]``).
+
+Loaders (:class:`~langchain_core.document_loaders.BaseLoader`) and blob parsers for ``GenericLoader``, one pair per
+service, plus :class:`StructuredTextSplitter` and :func:`index_key` for ``langchain_core.indexing.index``::
+
+    from aisearch_ingest.langchain import DocumentAnalyzeLoader
+
+    docs = DocumentAnalyzeLoader("reports/", glob="**/*.pdf", mode="page").load()
+
+Importing this module does not import LlamaIndex.
+"""
+
+from .loaders import (
+    DocumentAnalyzeLoader,
+    DocumentAnalyzeParser,
+    ImageAnalyzeLoader,
+    ImageAnalyzeParser,
+    QwenOCRLoader,
+    QwenOCRParser,
+    index_key,
+)
+
+try:  # written in parallel by the chunking work; imported normally once it lands
+    from .splitter import StructuredTextSplitter
+except ImportError:  # pragma: no cover
+    pass
+
+__all__ = [
+    "DocumentAnalyzeLoader",
+    "DocumentAnalyzeParser",
+    "ImageAnalyzeLoader",
+    "ImageAnalyzeParser",
+    "QwenOCRLoader",
+    "QwenOCRParser",
+    "StructuredTextSplitter",
+    "index_key",
+]

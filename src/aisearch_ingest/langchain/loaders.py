@@ -1,0 +1,272 @@
+"""LangChain document loaders and blob parsers for document-analyze, image-analyze and Qwen-OCR.
+
+Thin adapters: every service call goes through the client's engine (``parse_many`` / ``aparse_many``); results
+become :class:`~langchain_core.documents.Document` objects with flat metadata and deterministic ids
+(:mod:`aisearch_ingest.documents`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any
+
+from langchain_core.document_loaders import BaseBlobParser, BaseLoader
+from langchain_core.documents import Document
+from langchain_core.documents.base import Blob
+
+from .._adapters import (
+    Batch,
+    Failure,
+    OnError,
+    Shaper,
+    aiter_records,
+    check_choices,
+    expand,
+    iter_records,
+    name_of,
+    source_from_bytes,
+)
+from ..aisearch import DocumentAnalyzer, ImageAnalyzer
+from ..documents import Mode, Record, stable_key
+from ..engine import ParserEngine
+from ..results import Outcome
+from ..sources import SourceLike
+
+__all__ = [
+    "DocumentAnalyzeLoader",
+    "DocumentAnalyzeParser",
+    "ImageAnalyzeLoader",
+    "ImageAnalyzeParser",
+    "QwenOCRLoader",
+    "QwenOCRParser",
+    "index_key",
+]
+
+
+def _document(record: Record) -> Document:
+    return Document(id=record.id, page_content=record.text, metadata=dict(record.metadata))
+
+
+def index_key(document: Document) -> str:
+    """Key encoder for ``langchain_core.indexing.index``: our id, the text and the metadata, minus the per-call
+    ``request_id``/``task_id``, so a re-run over unchanged files skips every document instead of re-adding it.
+
+    Example:
+        >>> from langchain_core.indexing import index  # doctest: +SKIP
+        >>> index(loader, record_manager, vector_store, key_encoder=index_key)  # doctest: +SKIP
+    """
+    return stable_key(document.id or "", document.page_content, document.metadata)
+
+
+class _Service:
+    """Client construction and output options shared by loaders and parsers."""
+
+    def _setup(
+        self,
+        client: ParserEngine | None,
+        client_kwargs: Mapping[str, Any],
+        mode: Mode,
+        on_error: OnError,
+        chunk_max_tokens: int,
+        include_headings: bool,
+    ) -> None:
+        check_choices(mode, on_error)
+        self.client: ParserEngine = client if client is not None else self._make_client(**client_kwargs)
+        self.mode: Mode = mode
+        self.on_error: OnError = on_error
+        self.failures: list[Failure] = []
+        self._shaper = Shaper(self.client, mode=mode, max_tokens=chunk_max_tokens, include_headings=include_headings)
+
+    def _make_client(self, **kwargs: Any) -> ParserEngine:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the client's private event loop and connections."""
+        self.client.close()
+
+
+class _ServiceLoader(_Service, BaseLoader):
+    def __init__(
+        self,
+        file_path: SourceLike | Iterable[SourceLike],
+        *,
+        glob: str = "**/*",
+        recursive: bool = True,
+        mode: Mode = "document",
+        chunk_max_tokens: int = 512,
+        include_headings: bool = False,
+        on_error: OnError = "raise",
+        show_progress: bool = False,
+        client: ParserEngine | None = None,
+        **client_kwargs: Any,
+    ) -> None:
+        self.file_path = file_path
+        self.glob, self.recursive, self.show_progress = glob, recursive, show_progress
+        self._setup(client, client_kwargs, mode, on_error, chunk_max_tokens, include_headings)
+
+    def _start(self) -> tuple[list[Any], Batch]:
+        items = expand(self.file_path, glob=self.glob, recursive=self.recursive)
+        self.failures = []
+        batch = Batch(
+            self._shaper,
+            on_error=self.on_error,
+            failures=self.failures,
+            total=len(items),
+            show_progress=self.show_progress,
+            desc=type(self).__name__,
+        )
+        return items, batch
+
+    def lazy_load(self) -> Iterator[Document]:
+        """Yield documents as files finish (blocking; safe inside Jupyter and a running event loop)."""
+        items, batch = self._start()
+        for record in iter_records(self.client, items, batch):
+            yield _document(record)
+
+    async def alazy_load(self) -> AsyncIterator[Document]:
+        """Yield documents as files finish, parsing them concurrently on the running event loop."""
+        items, batch = self._start()
+        async for record in aiter_records(self.client, items, batch):
+            yield _document(record)
+
+
+class _ServiceParser(_Service, BaseBlobParser):
+    def __init__(
+        self,
+        *,
+        mode: Mode = "document",
+        chunk_max_tokens: int = 512,
+        include_headings: bool = False,
+        on_error: OnError = "raise",
+        client: ParserEngine | None = None,
+        **client_kwargs: Any,
+    ) -> None:
+        self._setup(client, client_kwargs, mode, on_error, chunk_max_tokens, include_headings)
+
+    def lazy_parse(self, blob: Blob) -> Iterator[Document]:
+        """Parse one blob; its metadata (``source``...) is kept. Failures accumulate in ``failures``."""
+        origin = str(blob.source or blob.path or "blob")
+        made = source_from_bytes(blob.as_bytes(), origin=origin, file_name=name_of(blob.path))
+        items, done = ([], [made]) if isinstance(made, Outcome) else ([made], [])
+        batch = Batch(self._shaper, on_error=self.on_error, failures=self.failures, total=1, extra=blob.metadata)
+        for record in iter_records(self.client, items, batch, done=done):
+            yield _document(record)
+
+
+class _DocumentAnalyze(_Service):
+    def _make_client(self, **kwargs: Any) -> ParserEngine:
+        return DocumentAnalyzer(**kwargs)
+
+
+class _ImageAnalyze(_Service):
+    def _make_client(self, **kwargs: Any) -> ParserEngine:
+        return ImageAnalyzer(**kwargs)
+
+
+class _QwenOCR(_Service):
+    def _make_client(self, **kwargs: Any) -> ParserEngine:
+        from ..qwen import QwenOCR
+
+        return QwenOCR(**kwargs)
+
+
+class DocumentAnalyzeLoader(_DocumentAnalyze, _ServiceLoader):
+    """Load PDFs, Office files, HTML, Markdown and text through AI Search document-analyze.
+
+    Args:
+        file_path: a path, a directory (expanded with ``glob``), an ``http(s)`` URL, bytes, or a list of these.
+        glob: pattern for directories (``"**/*.pdf"``...); ``recursive=False`` looks at the top level only.
+        mode: ``"document"`` (one per file), ``"page"`` (one per page the service returned) or ``"chunk"``
+            (``StructuredChunker`` with ``chunk_max_tokens`` and ``include_headings``).
+        on_error: ``"raise"`` (default): every file is still attempted, then the first error is raised;
+            ``"skip"``: a WARNING per failed file. Either way ``loader.failures`` lists ``(source, error)``.
+        show_progress: a tqdm progress bar (terminal or notebook).
+        client: a ready :class:`~aisearch_ingest.DocumentAnalyzer`; otherwise the remaining keyword arguments
+            (``api_key``, ``endpoint``, ``workspace``, ``service_id``, ``image_storage``, ``qps``...) build one.
+
+    Example:
+        >>> from aisearch_ingest.emulator import Emulator
+        >>> from aisearch_ingest.langchain import DocumentAnalyzeLoader
+        >>> with Emulator() as emu:
+        ...     loader = DocumentAnalyzeLoader(b"# Hello\\n\\nWorld", endpoint=emu.url, api_key="test")
+        ...     docs = loader.load()
+        >>> docs[0].metadata["service"], "World" in docs[0].page_content
+        ('document-analyze', True)
+    """
+
+
+class ImageAnalyzeLoader(_ImageAnalyze, _ServiceLoader):
+    """Load images (description + OCR, or OCR only) through AI Search image-analyze.
+
+    Takes the arguments of :class:`DocumentAnalyzeLoader`; client keywords go to
+    :class:`~aisearch_ingest.ImageAnalyzer` (``service_id="ops-image-analyze-ocr-001"`` for OCR only).
+
+    Example:
+        >>> from aisearch_ingest.emulator import Emulator
+        >>> from aisearch_ingest.langchain import ImageAnalyzeLoader
+        >>> with Emulator() as emu:
+        ...     docs = ImageAnalyzeLoader("notebooks/data/invoice.png", endpoint=emu.url, api_key="test").load()
+        >>> docs[0].metadata["service_id"]
+        'ops-image-analyze-vlm-001'
+    """
+
+
+class QwenOCRLoader(_QwenOCR, _ServiceLoader):
+    """Load images and PDFs (page by page) through Model Studio Qwen-OCR.
+
+    Takes the arguments of :class:`DocumentAnalyzeLoader`; client keywords go to ``aisearch_ingest.qwen.QwenOCR``
+    (``api_key``, ``base_url`` or ``region``, ``model``, ``task``, ``result_schema``, ``prompt``...).
+
+    Example:
+        >>> from aisearch_ingest.emulator import Emulator
+        >>> from aisearch_ingest.langchain import QwenOCRLoader
+        >>> with Emulator() as emu:
+        ...     docs = QwenOCRLoader("notebooks/data/scan_page.png", base_url=emu.url, api_key="test").load()
+        >>> docs[0].metadata["model"]
+        'qwen-vl-ocr-latest'
+    """
+
+
+class DocumentAnalyzeParser(_DocumentAnalyze, _ServiceParser):
+    """A blob parser for ``GenericLoader``: each blob goes through AI Search document-analyze.
+
+    Takes ``mode``, ``chunk_max_tokens``, ``include_headings``, ``on_error`` and ``client`` or client keywords as
+    :class:`DocumentAnalyzeLoader` does. Failures accumulate in ``parser.failures`` over the parser's life.
+
+    Example:
+        >>> from langchain_community.document_loaders.generic import GenericLoader
+        >>> from aisearch_ingest.emulator import Emulator
+        >>> with Emulator() as emu:
+        ...     parser = DocumentAnalyzeParser(endpoint=emu.url, api_key="test", on_error="skip")
+        ...     docs = GenericLoader.from_filesystem("notebooks/data", glob="*.md", parser=parser).load()
+        >>> docs[0].metadata["file_name"]
+        'meeting_notes.md'
+    """
+
+
+class ImageAnalyzeParser(_ImageAnalyze, _ServiceParser):
+    """A blob parser for ``GenericLoader``: each blob goes through AI Search image-analyze.
+
+    Example:
+        >>> from langchain_community.document_loaders.generic import GenericLoader
+        >>> from aisearch_ingest.emulator import Emulator
+        >>> with Emulator() as emu:
+        ...     parser = ImageAnalyzeParser(endpoint=emu.url, api_key="test")
+        ...     docs = GenericLoader.from_filesystem("notebooks/data", glob="invoice.png", parser=parser).load()
+        >>> docs[0].metadata["service"]
+        'image-analyze'
+    """
+
+
+class QwenOCRParser(_QwenOCR, _ServiceParser):
+    """A blob parser for ``GenericLoader``: each blob goes through Qwen-OCR.
+
+    Example:
+        >>> from langchain_community.document_loaders.generic import GenericLoader
+        >>> from aisearch_ingest.emulator import Emulator
+        >>> with Emulator() as emu:
+        ...     parser = QwenOCRParser(base_url=emu.url, api_key="test", mode="page")
+        ...     docs = GenericLoader.from_filesystem("notebooks/data", glob="scan_page.png", parser=parser).load()
+        >>> docs[0].metadata["page"]
+        1
+    """

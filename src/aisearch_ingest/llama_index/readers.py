@@ -1,0 +1,273 @@
+"""LlamaIndex readers for document-analyze, image-analyze and Qwen-OCR.
+
+Thin adapters: settings are plain pydantic fields (the API key is a ``SecretStr`` kept out of ``to_dict()``), the
+service client is built on first use, and every call goes through its engine; results become
+:class:`~llama_index.core.schema.Document` objects with flat metadata and deterministic ids.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import PurePath
+from typing import Any, ClassVar, Literal
+
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr
+from llama_index.core.readers.base import BasePydanticReader
+from llama_index.core.schema import Document
+
+from .._adapters import (
+    Batch,
+    Failure,
+    OnError,
+    Shaper,
+    aiter_records,
+    check_choices,
+    expand,
+    iter_records,
+    name_of,
+    source_from_bytes,
+)
+from ..aisearch import DocumentAnalyzer, ImageAnalyzer
+from ..documents import Mode, Record, bookkeeping_keys
+from ..engine import ParserEngine
+from ..errors import InvalidInputError
+from ..results import Outcome
+
+__all__ = ["DocumentAnalyzeReader", "ImageAnalyzeReader", "QwenOCRReader"]
+
+
+def _document(record: Record) -> Document:
+    excluded = bookkeeping_keys(record.metadata)
+    return Document(
+        id_=record.id,
+        text=record.text,
+        metadata=dict(record.metadata),
+        excluded_embed_metadata_keys=list(excluded),
+        excluded_llm_metadata_keys=list(excluded),
+    )
+
+
+class _ServiceReader(BasePydanticReader):
+    """Fields and loading shared by the three readers; subclasses list their client fields."""
+
+    _client_fields: ClassVar[tuple[str, ...]] = ("qps", "max_concurrency", "max_retries")
+
+    is_remote: bool = True
+    api_key: SecretStr | None = Field(default=None, exclude=True, repr=False, description="else the env var")
+    mode: Mode = "document"
+    chunk_max_tokens: int = 512
+    include_headings: bool = False
+    on_error: OnError = "raise"
+    show_progress: bool = False
+    qps: float | None = None
+    max_concurrency: int | None = None
+    max_retries: int | None = None
+    _client: ParserEngine | None = PrivateAttr(default=None)
+    _failures: list[Failure] = PrivateAttr(default_factory=list)
+
+    def __init__(self, *, client: ParserEngine | None = None, **data: Any) -> None:
+        super().__init__(**data)
+        check_choices(self.mode, self.on_error)
+        self._client = client
+
+    def _make_client(self, **kwargs: Any) -> ParserEngine:
+        raise NotImplementedError
+
+    @property
+    def client(self) -> ParserEngine:
+        """The service client (built from the fields on first use)."""
+        if self._client is None:
+            kwargs = {k: getattr(self, k) for k in self._client_fields if getattr(self, k) is not None}
+            self._client = self._make_client(api_key=self.api_key, **kwargs)
+        return self._client
+
+    @property
+    def failures(self) -> list[Failure]:
+        """``(source, error)`` for every file of the last load that failed."""
+        return self._failures
+
+    def close(self) -> None:
+        """Close the client's private event loop and connections."""
+        if self._client is not None:
+            self._client.close()
+
+    def __getstate__(self) -> dict[Any, Any]:
+        # Neither the client (its loop thread, its connections) nor the key is pickled: an unpickled copy
+        # (SimpleDirectoryReader workers) builds its own client from the fields and the environment.
+        client, self._client = self._client, None
+        try:
+            state = super().__getstate__()
+        finally:
+            self._client = client
+        state["__dict__"] = {k: v for k, v in state["__dict__"].items() if k != "api_key"}
+        return state
+
+    def _start(self, file: Any, extra_info: dict[str, Any] | None, fs: Any) -> tuple[list[Any], list[Outcome], Batch]:
+        files = [file] if isinstance(file, (str, bytes, os.PathLike)) else list(file)
+        items: list[Any] = []
+        done: list[Outcome] = []
+        for f in files:
+            if fs is None or not isinstance(f, (str, PurePath)) or "://" in str(f):
+                items.append(f)
+                continue
+            try:  # a non-local filesystem: read through it
+                with fs.open(str(f), "rb") as handle:
+                    data = handle.read()
+            except OSError as exc:
+                done.append(Outcome(str(f), error=InvalidInputError(f"{f}: cannot read ({exc})", source=str(f))))
+                continue
+            made = source_from_bytes(data, origin=str(f), file_name=name_of(f))
+            if isinstance(made, Outcome):
+                done.append(made)
+            else:
+                items.append(made)
+        items = expand(items)
+        shaper = Shaper(
+            self.client, mode=self.mode, max_tokens=self.chunk_max_tokens, include_headings=self.include_headings
+        )
+        self._failures = []
+        batch = Batch(
+            shaper,
+            on_error=self.on_error,
+            failures=self._failures,
+            total=len(items) + len(done),
+            show_progress=self.show_progress,
+            desc=self.class_name(),
+            extra=extra_info,
+        )
+        return items, done, batch
+
+    def lazy_load_data(self, file: Any, extra_info: dict[str, Any] | None = None, fs: Any = None) -> Iterator[Document]:
+        """Yield documents as files finish. ``file``: a path, URL, bytes, directory, or a list of them; ``fs``: an
+        fsspec filesystem to read paths through; ``extra_info``: metadata added to every document (wins on clashes).
+        Blocking, and safe inside Jupyter and a running event loop."""
+        items, done, batch = self._start(file, extra_info, fs)
+        for record in iter_records(self.client, items, batch, done=done):
+            yield _document(record)
+
+    def load_data(self, file: Any, extra_info: dict[str, Any] | None = None, fs: Any = None) -> list[Document]:
+        """All documents of :meth:`lazy_load_data` (the ``SimpleDirectoryReader(file_extractor=...)`` contract)."""
+        return list(self.lazy_load_data(file, extra_info=extra_info, fs=fs))
+
+    async def aload_data(self, file: Any, extra_info: dict[str, Any] | None = None, fs: Any = None) -> list[Document]:
+        """Native async :meth:`load_data`: the files are parsed concurrently on the running event loop."""
+        return [doc async for doc in self._alazy(file, extra_info, fs)]
+
+    async def _alazy(self, file: Any, extra_info: dict[str, Any] | None, fs: Any) -> AsyncIterator[Document]:
+        items, done, batch = self._start(file, extra_info, fs)
+        async for record in aiter_records(self.client, items, batch, done=done):
+            yield _document(record)
+
+
+class _AISearchReader(_ServiceReader):
+    _client_fields = (*_ServiceReader._client_fields, "endpoint", "workspace", "service_id", "route", "timeout")
+
+    endpoint: str | None = Field(default=None, description="else AISEARCH_ENDPOINT")
+    workspace: str | None = Field(default=None, description="else AISEARCH_WORKSPACE, else 'default'")
+    service_id: str | None = None
+    route: Literal["auto", "async", "sync"] | None = None
+    timeout: float | None = Field(default=None, description="overall deadline per task, seconds")
+
+
+class DocumentAnalyzeReader(_AISearchReader):
+    """Read PDFs, Office files, HTML, Markdown and text through AI Search document-analyze.
+
+    Fields: ``api_key``, ``endpoint``, ``workspace`` (else the ``AISEARCH_*`` environment variables),
+    ``service_id``, ``route``, ``image_storage``, ``enable_semantic``, ``qps``, ``max_concurrency``, ``timeout``;
+    ``mode`` (``"document"``, ``"page"``, ``"chunk"`` with ``chunk_max_tokens`` and ``include_headings``),
+    ``on_error`` (``"raise"``: every file is attempted, then the first error raises; ``"skip"``: a WARNING per
+    file), ``show_progress``. ``reader.failures`` lists ``(source, error)`` after each load. Pass ``client=`` to
+    reuse a :class:`~aisearch_ingest.DocumentAnalyzer`.
+
+    Example:
+        >>> from llama_index.core import SimpleDirectoryReader
+        >>> from aisearch_ingest.emulator import Emulator
+        >>> with Emulator() as emu:
+        ...     reader = DocumentAnalyzeReader(endpoint=emu.url, api_key="test", mode="page")
+        ...     docs = SimpleDirectoryReader("notebooks/data", required_exts=[".pdf"],
+        ...                                  file_extractor={".pdf": reader}).load_data()
+        >>> docs[0].metadata["page"], docs[0].metadata["file_name"]
+        (1, 'annual_report.pdf')
+    """
+
+    _client_fields = (*_AISearchReader._client_fields, "image_storage", "enable_semantic")
+
+    image_storage: Literal["base64", "url"] | None = None
+    enable_semantic: bool | None = None
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "AISearchDocumentAnalyzeReader"
+
+    def _make_client(self, **kwargs: Any) -> ParserEngine:
+        return DocumentAnalyzer(**kwargs)
+
+
+class ImageAnalyzeReader(_AISearchReader):
+    """Read images (description + OCR, or OCR only) through AI Search image-analyze.
+
+    Fields as :class:`DocumentAnalyzeReader` (no ``image_storage``/``enable_semantic``);
+    ``service_id="ops-image-analyze-ocr-001"`` for OCR only.
+
+    Example:
+        >>> from aisearch_ingest.emulator import Emulator
+        >>> with Emulator() as emu:
+        ...     docs = ImageAnalyzeReader(endpoint=emu.url, api_key="test").load_data("notebooks/data/invoice.png")
+        >>> docs[0].metadata["service"]
+        'image-analyze'
+    """
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "AISearchImageAnalyzeReader"
+
+    def _make_client(self, **kwargs: Any) -> ParserEngine:
+        return ImageAnalyzer(**kwargs)
+
+
+class QwenOCRReader(_ServiceReader):
+    """Read images and PDFs (page by page) through Model Studio Qwen-OCR.
+
+    Fields: ``api_key`` (else ``DASHSCOPE_API_KEY``), ``region`` or ``base_url``, ``model``, ``api``, ``task``,
+    ``result_schema``, ``prompt``, ``min_pixels``, ``max_pixels``, ``enable_rotate``, ``max_tokens`` (the
+    model's output limit), ``stream``, ``pdf_dpi``, ``qps``, ``max_concurrency``; and the common ``mode``,
+    ``chunk_max_tokens``, ``include_headings``, ``on_error``, ``show_progress`` as in :class:`DocumentAnalyzeReader`.
+
+    Example:
+        >>> from aisearch_ingest.emulator import Emulator
+        >>> with Emulator() as emu:
+        ...     reader = QwenOCRReader(base_url=emu.url, api_key="test", task="text_recognition")
+        ...     docs = reader.load_data("notebooks/data/scan_page.png")
+        >>> docs[0].metadata["ocr_task"]
+        'text_recognition'
+    """
+
+    _client_fields = (
+        *_ServiceReader._client_fields,
+        *("region", "base_url", "model", "api", "task", "result_schema", "prompt", "min_pixels", "max_pixels"),
+        *("enable_rotate", "max_tokens", "stream", "pdf_dpi"),
+    )
+
+    region: str | None = Field(default=None, description="'intl' (Singapore) or 'cn' (Beijing)")
+    base_url: str | None = Field(default=None, description="else DASHSCOPE_BASE_URL, else the region's")
+    model: str | None = None
+    api: Literal["native", "openai"] | None = None
+    task: str | None = None
+    result_schema: dict[str, Any] | None = None
+    prompt: str | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    enable_rotate: bool | None = None
+    max_tokens: int | None = None
+    stream: bool | None = None
+    pdf_dpi: int | None = None
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "AISearchQwenOCRReader"
+
+    def _make_client(self, **kwargs: Any) -> ParserEngine:
+        from ..qwen import QwenOCR
+
+        return QwenOCR(**kwargs)

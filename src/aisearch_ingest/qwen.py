@@ -1,0 +1,504 @@
+"""Qwen-OCR (Model Studio ``qwen-vl-ocr*``): every built-in task and custom prompts, the native and the
+OpenAI-compatible API, streaming, and PDFs / multi-page TIFFs sent as page images.
+
+Wire details and the choices made where the documentation leaves room are in :mod:`aisearch_ingest.protocol.dashscope`;
+page rendering and the image limits in :mod:`aisearch_ingest.pages`; the token estimate in
+:mod:`aisearch_ingest.estimate`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from .config import DashScopeSettings, SecretStr, resolve_dashscope
+from .engine import ParserEngine
+from .errors import APIConnectionError, StreamError
+from .pages import DEFAULT_DPI, PageDocument, check_image, is_multipage, open_pages
+from .protocol import dashscope as proto
+from .protocol.qwen_tasks import DEFAULT_MAX_PIXELS, MAX_PIXELS_UPPER_LIMIT
+from .ratelimit import DEFAULT_QPS, RateLimiter
+from .results import Page, ParseResult
+from .sources import Source, SourceLike, load_source
+from .transport import CallCounter, RetryPolicy, Transport, iter_lines
+
+__all__ = ["QwenOCR"]
+
+logger = logging.getLogger("aisearch_ingest.qwen")
+
+Api = Literal["native", "openai"]
+
+
+class _OrderedRelay:
+    """Passes the deltas of concurrently streamed pages to one callback in page order.
+
+    The page at the head of the order streams live; the others are buffered until every page before them has
+    finished. Pages after the first that produce text are preceded by ``"\\n\\n"`` (the content separator).
+    """
+
+    def __init__(self, emit: Callable[[str], None], numbers: list[int]) -> None:
+        self._emit = emit
+        self._order = numbers
+        self._pos = 0
+        self._buffers: dict[int, list[str]] = {}
+        self._done: set[int] = set()
+        self._opened: set[int] = set()
+
+    def _out(self, number: int, delta: str) -> None:
+        if not delta:
+            return
+        if number not in self._opened:
+            if self._opened:
+                self._emit("\n\n")
+            self._opened.add(number)
+        self._emit(delta)
+
+    def sink(self, number: int) -> Callable[[str], None]:
+        def push(delta: str) -> None:
+            if self._pos < len(self._order) and self._order[self._pos] == number:
+                self._out(number, delta)
+            else:
+                self._buffers.setdefault(number, []).append(delta)
+
+        return push
+
+    def finish(self, number: int) -> None:
+        self._done.add(number)
+        while self._pos < len(self._order):
+            current = self._order[self._pos]
+            for delta in self._buffers.pop(current, ()):
+                self._out(current, delta)
+            if current not in self._done:
+                break
+            self._pos += 1
+
+
+class QwenOCR(ParserEngine):
+    """Extract text, tables, formulas, key-values or located text lines from images and PDFs with Qwen-OCR.
+
+    One image is one call. PDFs and multi-page TIFFs are cut into page images (PDFs rendered at ``pdf_dpi``,
+    capped so a page stays within ``max_pixels``), sent concurrently under the rate limit and merged in page order:
+    ``pages`` has one :class:`~aisearch_ingest.results.Page` per page image, ``content`` is their contents joined by
+    a blank line, ``usage`` is summed over the pages.
+
+    Structured outputs are in ``result.extra`` and, per page, in ``Page.extra``:
+
+    * ``words_info`` (``advanced_recognition``): a list of ``{"text", "location", "rotate_rect"}`` boxes in the page
+      image's pixels; for a multi-page file each box also has ``"page"``.
+    * ``kv_result`` (``key_information_extraction``): a dict. For a multi-page file the pages' objects are merged:
+      per key the first non-empty value in page order wins and lists are concatenated
+      (:func:`~aisearch_ingest.protocol.dashscope.merge_kv_results`); each page keeps its own in ``Page.extra``.
+
+    Every limit of the vendor page is checked before anything is sent (:class:`InvalidInputError` naming the file and
+    the limit). A stream that breaks off is a :class:`StreamError` carrying the partial text, never a short result.
+
+    Args:
+        api_key: else ``DASHSCOPE_API_KEY``.
+        region: ``intl`` (Singapore, the default) or ``cn`` (Beijing); keys are region-specific.
+        base_url: scheme and host (``https://dashscope-intl.aliyuncs.com``), else ``DASHSCOPE_BASE_URL``, else the
+            region's host. The API paths are appended.
+        model: ``qwen-vl-ocr-latest`` (default), ``qwen-vl-ocr`` or a dated snapshot.
+        api: ``native`` (DashScope ``multimodal-generation``, all features) or ``openai`` (the OpenAI-compatible
+            chat completions: the task's documented prompt is sent as text and the answer parsed the same way;
+            ``enable_rotate`` is not available).
+        task: ``text_recognition`` (default), ``multi_lan``, ``advanced_recognition``,
+            ``key_information_extraction``, ``table_parsing``, ``document_parsing``, ``formula_recognition``, or
+            None for a custom ``prompt``.
+        result_schema: the fields for ``key_information_extraction`` (at most 3 nested levels, checked here);
+            None for full-field extraction.
+        prompt: a custom prompt (``ocr_task="custom"``). Giving one with the default task switches to custom; with
+            another task it is an error (built-in tasks use their fixed prompts).
+        min_pixels: images below are scaled up by the service (default 3,136).
+        max_pixels: images above are scaled down by the service (default 6,422,528; at most 23,520,000).
+        enable_rotate: automatic rotation correction (native only).
+        max_tokens: cap on output tokens.
+        temperature: sampling temperature.
+        stream: stream answers (SSE) and assemble them; partial text goes to ``on_delta``.
+        incremental_output: native streaming: ask for deltas (True) or cumulative text (False); either way the
+            same result comes out.
+        on_delta: called with each piece of text as it streams (``stream=True``). For a multi-page file the pages
+            stream concurrently but the deltas arrive in page order, pages separated by ``"\\n\\n"``. Deltas are the
+            model's raw text (fences included).
+        pdf_dpi: PDF rendering resolution.
+        qps: calls per second for this endpoint (shared by every Qwen-OCR client of the endpoint in this process).
+        max_concurrency: files in flight in ``parse_many``, and page calls in flight per file.
+        max_retries: retries per call on 429, 5xx and connection errors (before a stream starts).
+        request_timeout: timeout of one HTTP exchange (for a stream: between two reads).
+        http_client_factory: builds the ``httpx.AsyncClient`` (proxies, TLS...).
+        sleep: awaited for every wait (backoff, rate limit); injectable in tests.
+
+    Raises:
+        ConfigurationError: no API key, unknown region, malformed base URL.
+        ValueError: an unknown task or API, a schema nested too deep, conflicting options.
+
+    Example:
+        >>> from aisearch_ingest import QwenOCR
+        >>> from aisearch_ingest.emulator import Emulator
+        >>> with Emulator() as emu, QwenOCR(api_key="test", base_url=emu.url, task="table_parsing") as ocr:
+        ...     result = ocr.parse("notebooks/data/invoice.png")  # doctest: +SKIP
+        >>> result.content_type  # doctest: +SKIP
+        'html'
+    """
+
+    service = "qwen-ocr"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | SecretStr | None = None,
+        region: Literal["intl", "cn"] | None = None,
+        base_url: str | None = None,
+        model: str = "qwen-vl-ocr-latest",
+        api: Api = "native",
+        task: str | None = "text_recognition",
+        result_schema: Mapping[str, Any] | None = None,
+        prompt: str | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        enable_rotate: bool | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        stream: bool = False,
+        incremental_output: bool = True,
+        on_delta: Callable[[str], None] | None = None,
+        pdf_dpi: int = DEFAULT_DPI,
+        qps: float | None = None,
+        max_concurrency: int = 10,
+        max_retries: int = 5,
+        request_timeout: float = 120.0,
+        http_client_factory: Callable[[], httpx.AsyncClient] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        super().__init__(max_concurrency=max_concurrency)
+        if api not in ("native", "openai"):
+            raise ValueError(f"api must be 'native' or 'openai', got {api!r}")
+        if prompt is not None and task == "text_recognition":
+            task = None  # a prompt with the default task means a custom prompt
+        if enable_rotate is not None and api == "openai":
+            raise ValueError(
+                "enable_rotate is only available with api='native' (the compatible API has no such option)"
+            )
+        for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive")
+        if max_pixels is not None and max_pixels > MAX_PIXELS_UPPER_LIMIT:
+            raise ValueError(f"max_pixels can be at most {MAX_PIXELS_UPPER_LIMIT:,} (the documented upper limit)")
+        if min_pixels is not None and min_pixels > (max_pixels or DEFAULT_MAX_PIXELS):
+            raise ValueError("min_pixels must not exceed max_pixels")
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        if pdf_dpi <= 0:
+            raise ValueError("pdf_dpi must be positive")
+        self.request = proto.OcrRequest(
+            model=model,
+            task=task,
+            result_schema=result_schema,
+            prompt=prompt,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            enable_rotate=enable_rotate,
+            max_tokens=max_tokens,
+            temperature=temperature,
+        )
+        self.settings: DashScopeSettings = resolve_dashscope(api_key, region=region, base_url=base_url)
+        self.model = model
+        self.api: Api = api
+        self.stream = stream
+        self.incremental_output = incremental_output
+        self.on_delta = on_delta
+        self.pdf_dpi = pdf_dpi
+        limit = qps if qps is not None else DEFAULT_QPS[self.service]
+        self.rate_limiter: RateLimiter = _shared_limiter(self.settings.base_url, limit)
+        headers = {"x-dashscope-workspace": self.settings.workspace} if self.settings.workspace else None
+        self._transport = Transport(
+            self.settings.base_url,
+            self.settings.api_key,
+            timeout=httpx.Timeout(request_timeout, connect=10.0),
+            retry=RetryPolicy(max_retries=max_retries),
+            limiter=self.rate_limiter,
+            headers=headers,
+            sleep=sleep,
+            http_client_factory=http_client_factory,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"QwenOCR(base_url={self.settings.base_url!r}, model={self.model!r}, api={self.api!r}, "
+            f"task={self.request.ocr_task!r}, stream={self.stream!r})"
+        )
+
+    @property
+    def ocr_task(self) -> str:
+        """The built-in task, or ``custom``."""
+        return self.request.ocr_task
+
+    @property
+    def _page_max_pixels(self) -> int:
+        return self.request.max_pixels or DEFAULT_MAX_PIXELS
+
+    # -- engine hooks ----------------------------------------------------------------------------------------------
+
+    def _prepare(self, obj: SourceLike, file_name: str | None = None) -> Source:
+        source = load_source(obj, file_name=file_name)
+        if is_multipage(source):
+            with open_pages(source, dpi=self.pdf_dpi, max_pixels=self._page_max_pixels) as doc:
+                doc.check()
+        else:
+            check_image(source, max_pixels=self.request.max_pixels)
+        return source
+
+    async def _aclose_transports(self) -> None:
+        await self._transport.aclose()
+
+    async def _aparse_source(self, source: Source, counter: CallCounter) -> ParseResult:
+        if is_multipage(source):
+            answers = await self._parse_pages(source, counter)
+        else:
+            answer = await self._call_image(source, counter, self.on_delta if self.stream else None)
+            answers = [(1, answer)]
+        return self._result(source, answers)
+
+    # -- calls ---------------------------------------------------------------------------------------------------
+
+    def _image_ref(self, image: Source) -> str:
+        return image.url if image.url is not None else image.data_uri()
+
+    def _body(self, image: Source, *, stream: bool) -> dict[str, Any]:
+        return proto.build_body(
+            self.api, self.request, self._image_ref(image), stream=stream, incremental_output=self.incremental_output
+        )
+
+    async def _call_image(
+        self, image: Source, counter: CallCounter, on_delta: Callable[[str], None] | None
+    ) -> proto.OcrAnswer:
+        """One call for one image: a JSON exchange, or a stream assembled (deltas to ``on_delta``)."""
+        if not self.stream:
+            where = f"{image.origin} page {image.page}" if image.page else image.origin
+            logger.debug("qwen-ocr %s call for %s (%s)", self.api, where, self.request.ocr_task)
+            response = await self._transport.request(
+                "POST",
+                proto.request_path(self.api),
+                json_body=self._body(image, stream=False),
+                headers=proto.request_headers(self.api, stream=False),
+                source=image.origin,
+                counter=counter,
+            )
+            return proto.parse_response(self.api, response.body, request_id=response.request_id)
+        answer: proto.OcrAnswer | None = None
+        async with aclosing(self._stream_call(image, counter)) as items:
+            async for item in items:
+                if isinstance(item, str):
+                    if on_delta is not None:
+                        on_delta(item)
+                else:
+                    answer = item
+        assert answer is not None
+        return answer
+
+    async def _stream_call(self, image: Source, counter: CallCounter) -> AsyncGenerator[str | proto.OcrAnswer, None]:
+        """Stream one image: yields text deltas, then the assembled :class:`OcrAnswer` last."""
+        path = proto.request_path(self.api)
+        what = f"POST {path}"
+        where = f"{image.origin} page {image.page}" if image.page else image.origin
+        logger.debug("qwen-ocr %s stream for %s (%s)", self.api, where, self.request.ocr_task)
+        async with self._transport.stream(
+            "POST",
+            path,
+            json_body=self._body(image, stream=True),
+            headers=proto.request_headers(self.api, stream=True),
+            source=image.origin,
+            counter=counter,
+        ) as response:
+            header_rid = response.headers.get("x-request-id") or response.headers.get("x-dashscope-request-id")
+            if "event-stream" not in response.headers.get("content-type", ""):
+                # A server (or proxy) that ignored the SSE switch: a plain JSON answer is still a whole answer.
+                try:
+                    await response.aread()
+                except httpx.TransportError as exc:
+                    raise APIConnectionError(f"{what}: response broke off ({type(exc).__name__})") from exc
+                try:
+                    body = response.json()
+                except ValueError as exc:
+                    raise APIConnectionError(f"{what}: expected an event stream or JSON") from exc
+                answer = proto.parse_response(self.api, body, request_id=header_rid)
+                if answer.text:
+                    yield answer.text
+                yield answer
+                return
+            assembler = proto.StreamAssembler(self.api, incremental=self.incremental_output)
+            assembler.request_id = header_rid
+            decoder = proto.SSEDecoder()
+            try:
+                async for line in iter_lines(response, what=what, source=image.origin):
+                    event = decoder.feed(line)
+                    if event is None:
+                        continue
+                    delta = assembler.feed(event)
+                    if delta:
+                        yield delta
+            except APIConnectionError as exc:
+                raise StreamError(
+                    f"{what}: the stream broke off after {len(assembler.text)} characters ({exc.message})",
+                    request_id=assembler.request_id,
+                    source=image.origin,
+                    partial_text=assembler.text,
+                ) from exc
+            answer = assembler.result()
+        if answer.finish_reason == "length":
+            logger.warning("%s: the answer was cut at max_tokens (finish_reason 'length')", where)
+        yield answer
+
+    async def _parse_pages(self, source: Source, counter: CallCounter) -> list[tuple[int, proto.OcrAnswer]]:
+        """Render pages one at a time in a worker thread and send them concurrently; answers in page order."""
+        doc: PageDocument = await anyio.to_thread.run_sync(
+            lambda: open_pages(source, dpi=self.pdf_dpi, max_pixels=self._page_max_pixels)
+        )
+        try:
+            numbers = [layout.number for layout in doc.layouts]
+            relay = _OrderedRelay(self.on_delta, numbers) if (self.stream and self.on_delta) else None
+            answers: dict[int, proto.OcrAnswer] = {}
+            errors: list[BaseException] = []
+            slots = anyio.Semaphore(self.max_concurrency)
+
+            async with anyio.create_task_group() as tg:
+
+                async def run(page: Source) -> None:
+                    number = page.page or 0
+                    try:
+                        answers[number] = await self._call_image(
+                            page, counter, relay.sink(number) if relay is not None else None
+                        )
+                        if relay is not None:
+                            relay.finish(number)
+                    except Exception as exc:
+                        errors.append(exc)
+                        tg.cancel_scope.cancel()
+                    finally:
+                        slots.release()
+
+                for number in numbers:
+                    await slots.acquire()
+                    if errors:
+                        slots.release()
+                        break
+                    try:
+                        page = await anyio.to_thread.run_sync(doc.render, number)
+                    except Exception as exc:
+                        slots.release()
+                        errors.append(exc)
+                        tg.cancel_scope.cancel()
+                        break
+                    tg.start_soon(run, page)
+            if errors:
+                raise errors[0]
+        finally:
+            await anyio.to_thread.run_sync(doc.close)
+        return [(number, answers[number]) for number in numbers]
+
+    async def astream(self, source: SourceLike, *, file_name: str | None = None) -> AsyncIterator[str]:
+        """Stream the text of an image as it is generated (the model's raw text, fences included).
+
+        Uses streaming whatever ``stream=`` says. A multi-page file is streamed page after page, pages separated by
+        ``"\\n\\n"``. Use :meth:`aparse` with ``stream=True`` and ``on_delta`` to get the assembled result as well.
+
+        Raises:
+            InvalidInputError: rejected before sending.
+            StreamError: the stream broke off or carried an error after text had arrived.
+            APIError: the call failed.
+
+        Example:
+            >>> async def show(ocr: QwenOCR) -> None:
+            ...     async for delta in ocr.astream("notebooks/data/scan_page.png"):
+            ...         print(delta, end="", flush=True)
+        """
+        prepared = self._prepare(source, file_name)
+        counter = CallCounter()
+        if not is_multipage(prepared):
+            async with aclosing(self._stream_call(prepared, counter)) as items:
+                async for item in items:
+                    if isinstance(item, str):
+                        yield item
+            return
+        doc = await anyio.to_thread.run_sync(
+            lambda: open_pages(prepared, dpi=self.pdf_dpi, max_pixels=self._page_max_pixels)
+        )
+        try:
+            emitted = False
+            for layout in doc.layouts:
+                page = await anyio.to_thread.run_sync(doc.render, layout.number)
+                opened = False
+                async with aclosing(self._stream_call(page, counter)) as items:
+                    async for item in items:
+                        if isinstance(item, str) and item:
+                            if not opened and emitted:
+                                yield "\n\n"
+                            opened = emitted = True
+                            yield item
+        finally:
+            await anyio.to_thread.run_sync(doc.close)
+
+    # -- results -------------------------------------------------------------------------------------------------
+
+    def _result(self, source: Source, answers: list[tuple[int, proto.OcrAnswer]]) -> ParseResult:
+        multipage = is_multipage(source)
+        pages: list[Page] = []
+        words: list[dict[str, Any]] = []
+        kvs: list[Mapping[str, Any]] = []
+        kinds: list[str] = []
+        for number, answer in answers:
+            interpreted = proto.page_content(self.request, answer)
+            extra = dict(interpreted.extra)
+            if answer.request_id:
+                extra["request_id"] = answer.request_id
+            if answer.usage:
+                extra["usage"] = dict(answer.usage)
+            pages.append(Page(number, interpreted.content, extra))
+            kinds.append(interpreted.content_type)
+            for word in interpreted.extra.get("words_info", ()):
+                words.append({**word, "page": number} if multipage else dict(word))
+            if "kv_result" in interpreted.extra:
+                kvs.append(interpreted.extra["kv_result"])
+        result_extra: dict[str, Any] = {}
+        if self.request.task == "advanced_recognition":
+            result_extra["words_info"] = words
+        if self.request.task == "key_information_extraction":
+            result_extra["kv_result"] = dict(kvs[0]) if len(kvs) == 1 else proto.merge_kv_results(kvs)
+        if self.request.result_schema:
+            result_extra["result_schema"] = dict(self.request.result_schema)
+        result_extra["api"] = self.api
+        content_type = kinds[0] if kinds and all(kind == kinds[0] for kind in kinds) else self.request.content_type
+        return ParseResult(
+            source=source.origin,
+            file_name=source.file_name,
+            file_type=source.file_type,
+            service=self.service,
+            service_id=self.model,
+            content="\n\n".join(page.content for page in pages),
+            content_type=content_type,
+            page_num=len(pages),
+            pages=pages,
+            usage=proto.sum_usage(answer.usage for _, answer in answers),
+            request_id=_last_request_id(answers),
+            source_sha256=source.sha256,
+            ocr_task=self.request.ocr_task,
+            extra=result_extra,
+        )
+
+
+def _last_request_id(answers: list[tuple[int, proto.OcrAnswer]]) -> str | None:
+    for _, answer in reversed(answers):
+        if answer.request_id:
+            return answer.request_id
+    return None
+
+
+def _shared_limiter(base_url: str, qps: float | None) -> RateLimiter:
+    from .aisearch import shared_rate_limiter
+
+    return shared_rate_limiter(base_url, QwenOCR.service, qps)

@@ -1,0 +1,238 @@
+"""documents.py: flat metadata, deterministic ids, modes. Pure functions, no network, no framework."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aisearch_ingest import Page, ParseResult
+from aisearch_ingest.documents import (
+    bookkeeping_keys,
+    document_id,
+    records_from_result,
+    result_metadata,
+    stable_key,
+)
+from aisearch_ingest.results import flatten_usage
+
+SCALARS = (str, int, float, bool)
+
+
+def pdf_result(**changes: object) -> ParseResult:
+    base = ParseResult(
+        source="reports/annual.pdf",
+        file_name="annual.pdf",
+        file_type="pdf",
+        service="document-analyze",
+        service_id="ops-document-analyze-001",
+        content="# A\n\none\n\n## B\n\ntwo",
+        content_type="markdown",
+        page_num=2,
+        pages=[Page(1, "# A\n\none"), Page(2, "## B\n\ntwo")],
+        usage={"token_count": 12, "table_count": 0},
+        request_id="REQ-1",
+        task_id="task-1",
+        latency=1.5,
+        calls=3,
+        source_sha256="ab" * 32,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def qwen_result() -> ParseResult:
+    return ParseResult(
+        source="scan.png",
+        file_name="scan.png",
+        file_type="png",
+        service="qwen-ocr",
+        service_id="qwen-vl-ocr-latest",
+        content="hello",
+        content_type="plain",
+        pages=[Page(1, "hello", {"words_info": [{"text": "hello", "location": [1, 2, 3, 4]}]})],
+        usage=flatten_usage({"input_tokens": 10, "output_tokens": 2, "input_tokens_details": {"image_tokens": 8}}),
+        request_id="r-9",
+        source_sha256="cd" * 32,
+        ocr_task="advanced_recognition",
+        extra={"words_info": [{"text": "hello", "location": [1, 2, 3, 4]}]},
+    )
+
+
+def test_metadata_keys_follow_the_design_table() -> None:
+    meta = result_metadata(pdf_result())
+    assert meta == {
+        "source": "reports/annual.pdf",
+        "file_name": "annual.pdf",
+        "file_type": "pdf",
+        "service": "document-analyze",
+        "service_id": "ops-document-analyze-001",
+        "content_type": "markdown",
+        "page_num": 2,
+        "usage_table_count": 0,
+        "usage_token_count": 12,
+        "request_id": "REQ-1",
+        "task_id": "task-1",
+        "source_sha256": "ab" * 32,
+    }
+
+
+def test_qwen_metadata_has_model_task_and_flat_usage_but_no_structured_extra() -> None:
+    meta = result_metadata(qwen_result())
+    assert meta["model"] == meta["service_id"] == "qwen-vl-ocr-latest"
+    assert meta["ocr_task"] == "advanced_recognition"
+    assert meta["usage_input_tokens_details_image_tokens"] == 8
+    assert "task_id" not in meta  # unknown values are left out, never None
+    assert not any("words" in key for key in meta)
+    assert all(isinstance(v, SCALARS) for v in meta.values())
+
+
+@given(
+    usage=st.dictionaries(
+        st.text(min_size=1, max_size=8),
+        st.one_of(st.integers(), st.floats(allow_nan=False), st.booleans(), st.text(), st.none()),
+        max_size=6,
+    ),
+    request_id=st.one_of(st.none(), st.text(max_size=5)),
+)
+def test_metadata_is_always_flat_scalars(usage: dict[str, object], request_id: str | None) -> None:
+    result = pdf_result(usage=flatten_usage(usage), request_id=request_id, task_id=None)
+    for mode in ("document", "page"):
+        for record in records_from_result(result, mode=mode):  # type: ignore[arg-type]
+            assert all(isinstance(v, SCALARS) for v in record.metadata.values()), record.metadata
+
+
+def test_ids_are_uuids_and_stable_across_paths_and_calls() -> None:
+    first = records_from_result(pdf_result(), mode="page")
+    again = records_from_result(
+        pdf_result(source="/elsewhere/copy.pdf", file_name="copy.pdf", request_id="REQ-2", task_id="task-2"),
+        mode="page",
+    )
+    assert [r.id for r in first] == [r.id for r in again]
+    assert len({r.id for r in first}) == 2
+    for record in first:
+        assert str(uuid.UUID(record.id)) == record.id
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"source_sha256": "ef" * 32},
+        {"service_id": "ops-document-analyze-002"},
+        {"service": "qwen-ocr"},
+        {"ocr_task": "table_parsing"},
+    ],
+)
+def test_ids_change_with_bytes_service_and_task(change: dict[str, object]) -> None:
+    base = document_id(pdf_result(), mode="document", position=0)
+    assert document_id(pdf_result(**change), mode="document", position=0) != base
+
+
+def test_ids_change_with_options_mode_and_position_but_not_with_none_options() -> None:
+    r = pdf_result()
+    base = document_id(r, mode="page", position=1)
+    assert document_id(r, mode="page", position=2) != base
+    assert document_id(r, mode="document", position=1) != base
+    assert document_id(r, mode="page", position=1, options={"prompt": "x"}) != base
+    assert document_id(r, mode="page", position=1, options={"prompt": None}) == base
+    schema_a = {"b": 1, "a": {"y": 2, "x": 1}}
+    schema_b = {"a": {"x": 1, "y": 2}, "b": 1}
+    assert document_id(r, mode="page", position=1, options={"result_schema": schema_a}) == document_id(
+        r, mode="page", position=1, options={"result_schema": schema_b}
+    )
+
+
+def test_document_mode_is_one_record_with_the_whole_content() -> None:
+    [record] = records_from_result(pdf_result(), mode="document")
+    assert record.text == pdf_result().content
+    assert "page" not in record.metadata
+
+
+def test_page_mode_gives_one_record_per_page_and_falls_back_to_one() -> None:
+    records = records_from_result(pdf_result(), mode="page")
+    assert [(r.text, r.metadata["page"]) for r in records] == [("# A\n\none", 1), ("## B\n\ntwo", 2)]
+    no_pages = pdf_result(pages=[], page_num=1, file_type="docx", content="<p>x</p>")
+    [only] = records_from_result(no_pages, mode="page")
+    assert only.text == "<p>x</p>" and only.metadata["page"] == 1
+    [unknown] = records_from_result(pdf_result(pages=[], page_num=4), mode="page")
+    assert "page" not in unknown.metadata
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    text: str
+    tokens: int
+    headings: tuple[str, ...]
+    page_start: int | None
+    page_end: int | None
+    kind: str
+    index: int
+    count: int
+
+
+class _TwoChunks:
+    def chunk_result(self, result: ParseResult) -> list[_Chunk]:
+        return [
+            _Chunk("one", 1, ("A",), 1, 1, "text", 0, 2),
+            _Chunk("two", 1, ("A", "B"), 1, 2, "table", 1, 2),
+        ]
+
+
+def test_chunk_mode_metadata_and_ids() -> None:
+    records = records_from_result(pdf_result(), mode="chunk", chunker=_TwoChunks(), options={"chunk_max_tokens": 64})
+    first, second = (r.metadata for r in records)
+    assert first["headings"] == "A" and second["headings"] == "A > B"
+    assert (first["page"], first["page_start"], first["page_end"]) == (1, 1, 1)
+    assert "page" not in second and (second["page_start"], second["page_end"]) == (1, 2)
+    assert (second["chunk_index"], second["chunk_count"], second["chunk_tokens"], second["chunk_kind"]) == (
+        1,
+        2,
+        1,
+        "table",
+    )
+    assert records[0].id != records[1].id
+    other = records_from_result(pdf_result(), mode="chunk", chunker=_TwoChunks(), options={"chunk_max_tokens": 32})
+    assert other[0].id != records[0].id
+
+
+def test_chunk_mode_with_the_real_chunker() -> None:
+    chunking = pytest.importorskip("aisearch_ingest.chunking")
+    chunker = chunking.StructuredChunker(max_tokens=8)
+    records = records_from_result(pdf_result(), mode="chunk", chunker=chunker)
+    assert len(records) >= 2
+    assert [r.metadata["chunk_index"] for r in records] == list(range(len(records)))
+    assert all(isinstance(v, SCALARS) for r in records for v in r.metadata.values())
+
+
+def test_mode_errors() -> None:
+    with pytest.raises(ValueError, match="chunker"):
+        records_from_result(pdf_result(), mode="chunk")
+    with pytest.raises(ValueError, match="mode"):
+        records_from_result(pdf_result(), mode="sentence")  # type: ignore[arg-type]
+
+
+def test_caller_metadata_is_kept_and_wins() -> None:
+    [record] = records_from_result(pdf_result(), extra_metadata={"tenant": "acme", "source": "s3://b/annual.pdf"})
+    assert record.metadata["tenant"] == "acme"
+    assert record.metadata["source"] == "s3://b/annual.pdf"
+    assert record.metadata["service"] == "document-analyze"
+
+
+def test_stable_key_ignores_per_call_ids_only() -> None:
+    [record] = records_from_result(pdf_result())
+    [rerun] = records_from_result(pdf_result(request_id="REQ-2", task_id="task-2"))
+    assert record.metadata != rerun.metadata
+    key = stable_key(record.id, record.text, record.metadata)
+    assert key == stable_key(rerun.id, rerun.text, rerun.metadata)
+    assert key != stable_key(record.id, record.text + "!", record.metadata)
+    assert key != stable_key(record.id, record.text, {**record.metadata, "tenant": "acme"})
+
+
+def test_bookkeeping_keys() -> None:
+    [record] = records_from_result(qwen_result(), mode="page")
+    keys = set(bookkeeping_keys(record.metadata))
+    assert {"request_id", "source_sha256", "usage_output_tokens", "model", "service_id"} <= keys
+    assert not keys & {"source", "file_name", "page"}

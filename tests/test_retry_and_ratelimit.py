@@ -1,0 +1,118 @@
+"""Pure pieces of the transport: Retry-After parsing, backoff bounds, the token bucket."""
+
+from __future__ import annotations
+
+import email.utils
+
+import pytest
+
+from aisearch_ingest.ratelimit import RateLimiter
+from aisearch_ingest.transport import RetryPolicy, parse_retry_after
+
+NOW = 1_700_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Retry-After": "2"}, 2.0),
+        ({"retry-after": "1.5"}, 1.5),
+        ({"retry-after-ms": "250"}, 0.25),
+        ({"x-acs-retry-after": "3"}, 3.0),
+        ({"x-acs-retry-after": "1500"}, 1.5),  # large integers are milliseconds
+        ({"Retry-After": email.utils.formatdate(NOW + 4, usegmt=True)}, 4.0),
+        ({"Retry-After": "soon"}, None),
+        ({}, None),
+        ({"retry-after-ms": "100", "Retry-After": "9"}, 0.1),  # the precise hint wins
+    ],
+)
+def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:
+    got = parse_retry_after(headers, now=NOW)
+    if expected is None:
+        assert got is None
+    else:
+        assert got == pytest.approx(expected)
+
+
+def test_backoff_grows_is_capped_and_jittered() -> None:
+    policy = RetryPolicy(initial_delay=0.5, max_delay=8.0, jitter=0.25)
+    for n, ceiling in [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)]:
+        samples = [policy.backoff(n) for _ in range(200)]
+        assert max(samples) <= ceiling + 1e-9
+        assert min(samples) >= ceiling * 0.75 - 1e-9
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_spaces_calls_evenly() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, margin=0.0, clock=clock)
+    delays = [limiter.reserve() for _ in range(5)]
+    assert delays == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    clock.now += 10  # idle time does not accumulate beyond the burst
+    assert limiter.reserve() == 0.0
+    assert limiter.reserve() == pytest.approx(0.1)
+
+
+async def test_no_one_second_window_exceeds_qps() -> None:
+    clock = FakeClock()
+
+    async def fake_sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    limiter = RateLimiter(10, clock=clock)
+    starts = []
+    for _ in range(100):
+        await limiter.acquire(fake_sleep)
+        starts.append(clock.now)
+    for t in starts:
+        assert len([u for u in starts if t <= u < t + 1.0]) <= 10
+
+
+def test_burst_allows_that_many_immediately() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(5, burst=3, margin=0.0, clock=clock)
+    assert [limiter.reserve() for _ in range(4)] == pytest.approx([0.0, 0.0, 0.0, 0.2])
+
+
+def test_disabled_limiter_never_waits() -> None:
+    limiter = RateLimiter(None)
+    assert all(limiter.reserve() == 0.0 for _ in range(100))
+
+
+def test_window_rule_uses_real_send_times() -> None:
+    """A call sent late must not let the next second's calls crowd into its window."""
+    clock = FakeClock()
+    limiter = RateLimiter(2, margin=0.05, clock=clock)
+    assert limiter.admit() == 0.0  # t=100.0
+    clock.now = 100.9  # the second call was delayed by a busy loop
+    assert limiter.admit() == 0.0
+    clock.now = 101.0  # by spacing alone the third call would go now: 3 calls within (100.0, 101.0]
+    assert limiter.admit() == pytest.approx(0.05)
+    clock.now = 101.05
+    assert limiter.admit() == 0.0
+    clock.now = 101.5
+    assert limiter.admit() == pytest.approx(0.45)  # 100.9 + 1.05 - 101.5
+
+
+async def test_acquire_waits_for_both_rules() -> None:
+    clock = FakeClock()
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+
+    limiter = RateLimiter(4, margin=0.0, clock=clock)
+    starts = []
+    for _ in range(9):
+        await limiter.acquire(fake_sleep)
+        starts.append(clock.now)
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert gaps == pytest.approx([0.25] * 8)
