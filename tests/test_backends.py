@@ -75,9 +75,11 @@ def test_import_is_cheap() -> None:
     proc = _run_python(
         """
         import sys
+        import aisearch_ingest.protocol.qwen_tasks
+        before = set(sys.modules)
         import aisearch_ingest.emulator.backends
-        heavy = ["rapidocr", "onnxruntime", "numpy", "pypdfium2", "mammoth", "pptx", "PIL", "cv2"]
-        print(",".join(m for m in heavy if m in sys.modules))
+        heavy = ["rapidocr", "onnxruntime", "numpy", "pypdfium2", "mammoth", "pptx", "PIL", "cv2", "tiktoken"]
+        print(",".join(m for m in heavy if m in sys.modules and m not in before))
         """
     )
     assert proc.returncode == 0, proc.stderr

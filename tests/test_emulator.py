@@ -245,10 +245,10 @@ def test_repeated_identical_files_are_parsed_once(client: httpx.Client) -> None:
     from aisearch_ingest.emulator._runtime import memo
 
     body = {"document": {"content": _b64(HTML + uuid.uuid4().hex.encode()), "file_name": "x.html"}}
-    before = len(memo)
+    hits, misses = memo.hits, memo.misses
     for _ in range(3):
         assert client.post(f"{DOC}/sync", json=body).json()["result"]["status"] == "SUCCESS"
-    assert len(memo) == before + 1
+    assert (memo.hits - hits, memo.misses - misses) == (2, 1)
 
 
 # --- AI Search: errors
@@ -550,6 +550,25 @@ def test_native_stream_incremental_and_full(client: httpx.Client, png: bytes) ->
     assert "".join(texts[True]) == whole
     assert texts[False][-1] == whole
     assert all(b.startswith(a) for a, b in zip(texts[False], texts[False][1:], strict=False))  # cumulative
+
+
+def test_qwen_latency_and_max_tokens(emu: Emulator, client: httpx.Client, png: bytes) -> None:
+    _needs_backends()
+    full = client.post(GEN, json=_qwen_body(_data_url(png))).json()  # parsed (memoised) before timing
+    emu.set_latency(Latency(fixed=0.3))
+    started = time.monotonic()
+    assert client.post(GEN, json=_qwen_body(_data_url(png))).status_code == 200
+    assert time.monotonic() - started >= 0.3
+    started = time.monotonic()
+    with client.stream("POST", GEN, json=_qwen_body(_data_url(png)), headers={"Accept": "text/event-stream"}) as r:
+        next(r.iter_lines())
+        assert time.monotonic() - started >= 0.3
+    emu.set_latency(None)
+    cut = client.post(GEN, json=_qwen_body(_data_url(png), max_tokens=1)).json()
+    choice = cut["output"]["choices"][0]
+    assert choice["finish_reason"] == "length" and cut["usage"]["output_tokens"] == 1
+    whole = full["output"]["choices"][0]["message"]["content"][0]["text"]
+    assert whole.startswith(choice["message"]["content"][0]["text"]) and len(whole) > 1
 
 
 def test_native_stream_selected_by_accept_header(client: httpx.Client, png: bytes) -> None:
@@ -874,3 +893,61 @@ def test_pytest_plugin_fixtures(tmp_path: Any) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "5 passed" in proc.stdout
+
+
+WITHOUT_LOCAL_EXTRA = """
+import base64, io, sys, time
+import httpx
+
+class Block:  # an environment without the `local` extra: these imports fail
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"rapidocr", "onnxruntime", "mammoth", "pptx"}:
+            raise ImportError(f"No module named {name!r}")
+        return None
+
+sys.meta_path.insert(0, Block())
+from PIL import Image
+from aisearch_ingest.emulator import Emulator
+
+buf = io.BytesIO()
+Image.new("RGB", (64, 64), "white").save(buf, format="PNG")
+png = base64.b64encode(buf.getvalue()).decode()
+html = base64.b64encode(b"<p>still works</p>").decode()
+root = "/v3/openapi/workspaces/default"
+with Emulator(api_key="k") as emu, httpx.Client(base_url=emu.url, headers={"Authorization": "Bearer k"}) as c:
+    doc = c.post(root + "/document-analyze/ops-document-analyze-001/sync",
+                 json={"document": {"content": html, "file_name": "a.html"}}).json()
+    assert doc["result"]["status"] == "SUCCESS" and "still works" in doc["result"]["data"]["content"], doc
+    sync = c.post(root + "/image-analyze/ops-image-analyze-ocr-001/sync",
+                  json={"document": {"content": png, "file_name": "a.png"}})
+    assert sync.status_code == 500 and sync.json()["code"] == "InternalServerError", sync.text
+    assert "aisearch-ingest[local]" in sync.json()["message"], sync.text
+    task = c.post(root + "/image-analyze/ops-image-analyze-ocr-001/async",
+                  json={"document": {"content": png, "file_name": "a.png"}}).json()["result"]["task_id"]
+    for _ in range(100):
+        status = c.get(root + "/image-analyze/ops-image-analyze-ocr-001/async/task-status",
+                       params={"task_id": task}).json()["result"]
+        if status["status"] != "PENDING":
+            break
+        time.sleep(0.02)
+    assert status["status"] == "FAIL" and "aisearch-ingest[local]" in status["error"], status
+    qwen = c.post("/api/v1/services/aigc/multimodal-generation/generation", json={
+        "model": "qwen-vl-ocr", "parameters": {},
+        "input": {"messages": [{"role": "user", "content": [{"image": "data:image/png;base64," + png}]}]}})
+    assert qwen.status_code == 500 and qwen.json()["code"] == "InternalError", qwen.text
+    assert "aisearch-ingest[local]" in qwen.json()["message"], qwen.text
+print("ok")
+"""
+
+
+def test_without_the_local_extra_text_documents_still_work() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", WITHOUT_LOCAL_EXTRA], capture_output=True, text=True, timeout=120, env=_no_proxy_env()
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
+
+
+def _no_proxy_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}

@@ -224,6 +224,15 @@ def test_inputs_file_url_and_data_uri_with_real_mime(emu: Emulator, tmp_path: An
     assert results[2].source == url
 
 
+@pytest.mark.parametrize(("fmt", "mime"), [("BMP", "image/bmp"), ("WEBP", "image/webp"), ("TIFF", "image/tiff")])
+def test_other_accepted_formats_are_sent_with_their_mime_type(emu: Emulator, fmt: str, mime: str) -> None:
+    wire = Wire()
+    with make(emu, http_client_factory=wire.factory) as ocr:
+        result = ocr.parse(text_image(["Invoice No: A-17"], fmt=fmt))
+    assert wire.bodies[0]["input"]["messages"][0]["content"][0]["image"].startswith(f"data:{mime};base64,")
+    assert "A-17" in result.content
+
+
 def test_multipage_tiff_is_split_into_pages(emu: Emulator) -> None:
     frames = [Image.open(io.BytesIO(text_image([f"Frame {n} total 9.00"]))) for n in (1, 2)]
     buffer = io.BytesIO()
@@ -267,6 +276,7 @@ def test_pdf_structured_outputs_are_page_tagged_and_merged(emu: Emulator) -> Non
     assert kv.pages[0].extra["kv_result"]["Invoice No"] == "A-17"
     assert kv.pages[1].extra["kv_result"]["Total"] == "9.00"
     assert kv.extra["kv_result"] == {"Invoice No": "A-17", "Total": "9.00"}
+    assert json.loads(kv.content) == kv.extra["kv_result"] and kv.content_type == "json"
 
 
 def test_pdf_pages_are_sent_concurrently(emu: Emulator) -> None:

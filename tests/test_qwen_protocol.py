@@ -504,3 +504,12 @@ def test_error_events_map_onto_the_error_tree(api: ds.Api, lines: list[str], err
 def test_non_json_data_line_is_stream_error() -> None:
     with pytest.raises(StreamError):
         run_stream("native", "data:{not json")
+
+
+def test_join_pages_keeps_json_one_document() -> None:
+    assert ds.join_pages(["a"], "plain") == ("a", "plain")
+    assert ds.join_pages(["a", "b"], "latex") == ("a\n\nb", "latex")
+    content, kind = ds.join_pages(['{"x": 1}', '{"x": null}'], "json", kv_result={"x": 1})
+    assert (json.loads(content), kind) == ({"x": 1}, "json")
+    assert ds.join_pages(['{"x": 1}', "[2]"], "json") == ('[{"x": 1}, [2]]', "json")
+    assert ds.join_pages(['{"x": 1}', "oops"], "json") == ('{"x": 1}\n\noops', "plain")

@@ -35,7 +35,7 @@ from .protocol.qwen_tasks import (
     MAX_PIXELS_UPPER_LIMIT,
     MIN_IMAGE_SIDE,
 )
-from .sources import Source, human_size
+from .sources import MIME_TYPES, Source, human_size
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -46,6 +46,7 @@ __all__ = [
     "QWEN_IMAGE_TYPES",
     "PageDocument",
     "PageLayout",
+    "check_dimensions",
     "check_image",
     "encoded_size",
     "image_size",
@@ -220,8 +221,6 @@ def check_image(source: Source, *, max_pixels: int | None = None) -> tuple[int, 
 
 
 def _looks_like_type(ext: str) -> bool:
-    from .sources import MIME_TYPES
-
     return ext in MIME_TYPES
 
 

@@ -17,9 +17,10 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from .aisearch import shared_rate_limiter
 from .config import DashScopeSettings, SecretStr, resolve_dashscope
 from .engine import ParserEngine
-from .errors import APIConnectionError, StreamError
+from .errors import AISearchIngestError, APIConnectionError, StreamError
 from .pages import DEFAULT_DPI, PageDocument, check_image, is_multipage, open_pages
 from .protocol import dashscope as proto
 from .protocol.qwen_tasks import DEFAULT_MAX_PIXELS, MAX_PIXELS_UPPER_LIMIT
@@ -39,7 +40,8 @@ class _OrderedRelay:
     """Passes the deltas of concurrently streamed pages to one callback in page order.
 
     The page at the head of the order streams live; the others are buffered until every page before them has
-    finished. Pages after the first that produce text are preceded by ``"\\n\\n"`` (the content separator).
+    finished. Every page after the first is preceded by ``"\\n\\n"`` (the content separator), so the deltas joined
+    are the pages' raw texts joined by blank lines.
     """
 
     def __init__(self, emit: Callable[[str], None], numbers: list[int]) -> None:
@@ -50,13 +52,16 @@ class _OrderedRelay:
         self._done: set[int] = set()
         self._opened: set[int] = set()
 
+    def _open(self, number: int) -> None:
+        if number != self._order[0]:
+            self._emit("\n\n")
+        self._opened.add(number)
+
     def _out(self, number: int, delta: str) -> None:
         if not delta:
             return
         if number not in self._opened:
-            if self._opened:
-                self._emit("\n\n")
-            self._opened.add(number)
+            self._open(number)
         self._emit(delta)
 
     def sink(self, number: int) -> Callable[[str], None]:
@@ -76,6 +81,8 @@ class _OrderedRelay:
                 self._out(current, delta)
             if current not in self._done:
                 break
+            if current not in self._opened:  # a page without text still gets its separator
+                self._open(current)
             self._pos += 1
 
 
@@ -85,7 +92,8 @@ class QwenOCR(ParserEngine):
     One image is one call. PDFs and multi-page TIFFs are cut into page images (PDFs rendered at ``pdf_dpi``,
     capped so a page stays within ``max_pixels``), sent concurrently under the rate limit and merged in page order:
     ``pages`` has one :class:`~aisearch_ingest.results.Page` per page image, ``content`` is their contents joined by
-    a blank line, ``usage`` is summed over the pages.
+    a blank line (JSON stays one document: the merged ``kv_result``, or an array of the pages' values), ``usage`` is
+    summed over the pages and ``request_id`` is the last page's.
 
     Structured outputs are in ``result.extra`` and, per page, in ``Page.extra``:
 
@@ -123,8 +131,9 @@ class QwenOCR(ParserEngine):
         incremental_output: native streaming: ask for deltas (True) or cumulative text (False); either way the
             same result comes out.
         on_delta: called with each piece of text as it streams (``stream=True``). For a multi-page file the pages
-            stream concurrently but the deltas arrive in page order, pages separated by ``"\\n\\n"``. Deltas are the
-            model's raw text (fences included).
+            stream concurrently but the deltas arrive in page order, every page after the first preceded by
+            ``"\\n\\n"``. Deltas are the model's raw text (fences included), so for unfenced tasks they join to
+            ``content``.
         pdf_dpi: PDF rendering resolution.
         qps: calls per second for this endpoint (shared by every Qwen-OCR client of the endpoint in this process).
         max_concurrency: files in flight in ``parse_many``, and page calls in flight per file.
@@ -138,7 +147,7 @@ class QwenOCR(ParserEngine):
         ValueError: an unknown task or API, a schema nested too deep, conflicting options.
 
     Example:
-        >>> from aisearch_ingest import QwenOCR
+        >>> from aisearch_ingest.qwen import QwenOCR
         >>> from aisearch_ingest.emulator import Emulator
         >>> with Emulator() as emu, QwenOCR(api_key="test", base_url=emu.url, task="table_parsing") as ocr:
         ...     result = ocr.parse("notebooks/data/invoice.png")  # doctest: +SKIP
@@ -418,6 +427,16 @@ class QwenOCR(ParserEngine):
             ...         print(delta, end="", flush=True)
         """
         prepared = self._prepare(source, file_name)
+        try:
+            async with aclosing(self._astream_source(prepared)) as deltas:
+                async for delta in deltas:
+                    yield delta
+        except AISearchIngestError as exc:
+            if exc.source is None:
+                exc.source = prepared.origin
+            raise
+
+    async def _astream_source(self, prepared: Source) -> AsyncGenerator[str, None]:
         counter = CallCounter()
         if not is_multipage(prepared):
             async with aclosing(self._stream_call(prepared, counter)) as items:
@@ -429,16 +448,13 @@ class QwenOCR(ParserEngine):
             lambda: open_pages(prepared, dpi=self.pdf_dpi, max_pixels=self._page_max_pixels)
         )
         try:
-            emitted = False
-            for layout in doc.layouts:
+            for index, layout in enumerate(doc.layouts):
                 page = await anyio.to_thread.run_sync(doc.render, layout.number)
-                opened = False
+                if index:
+                    yield "\n\n"
                 async with aclosing(self._stream_call(page, counter)) as items:
                     async for item in items:
                         if isinstance(item, str) and item:
-                            if not opened and emitted:
-                                yield "\n\n"
-                            opened = emitted = True
                             yield item
         finally:
             await anyio.to_thread.run_sync(doc.close)
@@ -467,19 +483,22 @@ class QwenOCR(ParserEngine):
         result_extra: dict[str, Any] = {}
         if self.request.task == "advanced_recognition":
             result_extra["words_info"] = words
+        kv_result: dict[str, Any] | None = None
         if self.request.task == "key_information_extraction":
-            result_extra["kv_result"] = dict(kvs[0]) if len(kvs) == 1 else proto.merge_kv_results(kvs)
+            kv_result = dict(kvs[0]) if len(kvs) == 1 else proto.merge_kv_results(kvs)
+            result_extra["kv_result"] = kv_result
         if self.request.result_schema:
             result_extra["result_schema"] = dict(self.request.result_schema)
         result_extra["api"] = self.api
         content_type = kinds[0] if kinds and all(kind == kinds[0] for kind in kinds) else self.request.content_type
+        content, content_type = proto.join_pages([page.content for page in pages], content_type, kv_result=kv_result)
         return ParseResult(
             source=source.origin,
             file_name=source.file_name,
             file_type=source.file_type,
             service=self.service,
             service_id=self.model,
-            content="\n\n".join(page.content for page in pages),
+            content=content,
             content_type=content_type,
             page_num=len(pages),
             pages=pages,
@@ -499,6 +518,4 @@ def _last_request_id(answers: list[tuple[int, proto.OcrAnswer]]) -> str | None:
 
 
 def _shared_limiter(base_url: str, qps: float | None) -> RateLimiter:
-    from .aisearch import shared_rate_limiter
-
     return shared_rate_limiter(base_url, QwenOCR.service, qps)

@@ -64,7 +64,8 @@ class RateLimiter:
         self._clock = clock
         self._lock = threading.Lock()
         self._tat = 0.0  # GCRA: theoretical arrival time of the next call at the sustained rate
-        self._sent: deque[float] = deque()  # real send times of the last `_per_window` calls
+        # Send times of the latest calls (mutable one-item lists, so a late send can move its time).
+        self._sent: deque[list[float]] = deque(maxlen=2 * self._per_window or 1)
 
     def reserve(self) -> float:
         """Reserve a slot by the spacing rule; return how many seconds to wait before :meth:`admit`."""
@@ -79,24 +80,33 @@ class RateLimiter:
 
     def admit(self) -> float:
         """Record a send now if the window rule allows it; else return the seconds to wait before trying again."""
+        return self._admit()[0]
+
+    def _admit(self) -> tuple[float, list[float] | None]:
         if not self._interval:
-            return 0.0
+            return 0.0, None
         with self._lock:
             now = self._clock()
-            if len(self._sent) >= self._per_window:
-                wait = self._sent[0] + self.window - now
-                if wait > 0:
-                    return wait
-                self._sent.popleft()
-            self._sent.append(now)
-            return 0.0
+            recent = sorted((stamp[0] for stamp in self._sent if stamp[0] > now - self.window), reverse=True)
+            if len(recent) >= self._per_window:
+                return recent[self._per_window - 1] + self.window - now, None
+            stamp = [now]
+            self._sent.append(stamp)
+            return 0.0, stamp
 
-    async def acquire(self, sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> float:
-        """Wait until a call may be sent; return the seconds waited."""
-        waited = self.reserve()
-        if waited > 0:
-            await sleep(waited)
-        while (delay := self.admit()) > 0:
-            waited += delay
+    def mark_sent(self, stamp: list[float] | None) -> None:
+        """Move a call's recorded time to when its request actually left (a new connection can take a while)."""
+        if stamp is not None:
+            with self._lock:
+                stamp[0] = max(stamp[0], self._clock())
+
+    async def acquire(self, sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> list[float] | None:
+        """Wait until a call may be sent. Returns the call's stamp for :meth:`mark_sent` (``None`` when unlimited)."""
+        delay = self.reserve()
+        if delay > 0:
             await sleep(delay)
-        return waited
+        while True:
+            delay, stamp = self._admit()
+            if delay <= 0:
+                return stamp
+            await sleep(delay)

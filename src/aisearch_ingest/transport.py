@@ -255,8 +255,10 @@ class Transport:
         what = f"{method} {path}"
         attempt = 0
         while True:
+            extensions: dict[str, Any] = {}
             if self.limiter is not None:
-                await self.limiter.acquire(self._sleep)
+                stamp = await self.limiter.acquire(self._sleep)
+                extensions["trace"] = _sent_tracer(self.limiter, stamp)
             client = self._client()
             if counter is not None:
                 counter.calls += 1
@@ -264,7 +266,9 @@ class Transport:
                     counter.retries += 1
             logger.debug("%s attempt %d", what, attempt + 1)
             try:
-                request = client.build_request(method, url, content=content, params=params, headers=req_headers)
+                request = client.build_request(
+                    method, url, content=content, params=params, headers=req_headers, extensions=extensions
+                )
                 response = await client.send(request, stream=stream)
             except httpx.TimeoutException as exc:
                 err: Exception = APITimeoutError(f"{what} timed out: {type(exc).__name__}", source=source)
@@ -360,6 +364,16 @@ class Transport:
             yield response
         finally:
             await response.aclose()
+
+
+def _sent_tracer(limiter: RateLimiter, stamp: list[float] | None) -> Callable[[str, Any], Awaitable[None]]:
+    """An httpcore trace hook that tells the limiter when the request really left (after connecting)."""
+
+    async def trace(event: str, info: Any) -> None:
+        if event.endswith("send_request_body.complete"):
+            limiter.mark_sent(stamp)
+
+    return trace
 
 
 async def iter_lines(response: httpx.Response, *, what: str, source: str | None) -> AsyncIterator[str]:

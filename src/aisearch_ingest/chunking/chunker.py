@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,10 @@ __all__ = ["CONTENT_TYPES", "StructuredChunker"]
 
 #: Content types the chunker understands (``text`` is an alias of ``plain``; ``md`` of ``markdown``).
 CONTENT_TYPES = ("markdown", "html", "latex", "plain", "text", "json")
+
+# Characters Python's str.isspace() calls whitespace but tiktoken's regex (Unicode White_Space) does not: a document
+# containing them is counted without the additivity shortcut.
+_ODD_SPACE = re.compile("[\x1c-\x1f]")
 
 _ALIASES = {"md": "markdown", "text": "plain", "txt": "plain", "htm": "html", "tex": "latex"}
 
@@ -69,6 +74,8 @@ class StructuredChunker:
         self.include_headings = include_headings
         self.min_tokens = min_tokens
         self._counter = TokenCounter(encoding_name, length_function)
+        self._exact = TokenCounter(encoding_name, length_function)
+        self._exact.additive = False
 
     def __repr__(self) -> str:
         return (
@@ -124,7 +131,7 @@ class StructuredChunker:
         Returns:
             The chunks in document order (``page_start``/``page_end`` are None).
         """
-        return self._pack(self.atoms(text, content_type))
+        return self._pack(self.atoms(text, content_type), _ODD_SPACE.search(text) is not None)
 
     def chunk_pages(self, pages: Sequence[tuple[int, str]], content_type: str = "markdown") -> list[Chunk]:
         """Chunk a paged document; chunks may span pages and the heading context carries across pages.
@@ -138,12 +145,14 @@ class StructuredChunker:
         """
         state = HeadingState()
         atoms: list[Atom] = []
+        odd = False
         for number, page_text in pages:
+            odd = odd or _ODD_SPACE.search(page_text) is not None
             page_atoms = self.atoms(page_text, content_type, page=number, state=state)
             if atoms and page_atoms:
                 atoms[-1].sep = "\n\n"
             atoms.extend(page_atoms)
-        return self._pack(atoms)
+        return self._pack(atoms, odd)
 
     def chunk_result(self, result: ParseResult) -> list[Chunk]:
         """Chunk a service result: per page when ``result.pages`` is set, else the whole content.
@@ -162,10 +171,10 @@ class StructuredChunker:
             return self.chunk_pages([(1, result.content)], result.content_type)
         return self.chunk_text(result.content, result.content_type)
 
-    def _pack(self, atoms: list[Atom]) -> list[Chunk]:
+    def _pack(self, atoms: list[Atom], odd: bool = False) -> list[Chunk]:
         return pack(
             atoms,
-            self._counter,
+            self._exact if odd else self._counter,
             self.max_tokens,
             overlap_tokens=self.overlap_tokens,
             min_tokens=self.min_tokens,

@@ -16,6 +16,7 @@ other encodings or a custom length function, each assembled chunk is re-counted 
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -101,6 +102,7 @@ class Atom:
         "page",
         "parts",
         "path",
+        "pieces",
         "safe",
         "sep",
         "text",
@@ -128,16 +130,35 @@ class Atom:
         self.last_in_group = False
         self.parts: list[str] | None = None  # pre-cut sub-blocks (HTML table rows), joined by newlines in text
         self.head_parts = 0  # how many leading parts form a repeatable header
+        self.pieces: list[Atom] | None = None  # line atoms, when the block was counted line by line
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Atom({self.kind}, {self.text[:40]!r}, n={self.n})"
 
 
-def count_atoms(atoms: Sequence[Atom], counter: TokenCounter) -> None:
-    """Fill ``n`` (tokens of ``text + sep``) of every atom that lacks it, in one batch."""
+def count_atoms(atoms: Sequence[Atom], counter: TokenCounter, line_chars: int = 0) -> None:
+    """Fill ``n`` (tokens of ``text + sep``) of every atom that lacks it, in one batch.
+
+    Multi-line atoms longer than ``line_chars`` characters (when > 0 and counts are additive) are counted line by
+    line and their line atoms kept, so a block that turns out too big is split without being encoded twice.
+    """
     todo = [a for a in atoms if a.n < 0]
     if not todo:
         return
+    if line_chars > 0 and counter.additive:
+        split: list[Atom] = []
+        for a in todo:
+            if len(a.text) > line_chars and a.parts is None and a.kind != "heading" and "\n" in a.text:
+                a.pieces = _line_atoms(a, a.text, a.sep, a.kind)
+                split.append(a)
+        if split:
+            lines = [x for a in split for x in a.pieces or ()]
+            count_atoms(lines, counter)
+            for a in split:
+                a.n = sum(x.n for x in a.pieces or ())
+                if not a.sep:
+                    a.nf = a.n
+            todo = [a for a in todo if a.n < 0]
     texts = [a.text + a.sep for a in todo]
     counts = counter.count_many(texts, sum(map(len, texts)))
     for a, n in zip(todo, counts):
@@ -147,18 +168,56 @@ def count_atoms(atoms: Sequence[Atom], counter: TokenCounter) -> None:
 
 
 def final_tokens(a: Atom, counter: TokenCounter) -> int:
-    """Tokens of ``a.text`` alone: ``n`` minus the effect of the separator, found by re-encoding the last line only."""
-    if a.nf < 0:
-        if not a.sep:
-            a.nf = a.n
-        else:
-            cut = a.text.rfind("\n") + 1
-            if cut == 0 or not counter.additive:
-                a.nf = counter.count(a.text)
-            else:
-                last = a.text[cut:]
-                a.nf = a.n - counter.count(last + a.sep) + counter.count(last)
+    """Tokens of ``a.text`` alone, derived from ``n`` (tokens of ``text + sep``) with a few tiny encodes.
+
+    With cl100k_base, appending whitespace to a text that ends with a non-space character only changes the
+    pre-tokenizer's last piece when that piece is punctuation and the whitespace starts with a newline (the
+    punctuation piece swallows the newlines); otherwise the whitespace forms pieces of its own. So
+    ``count(text) = n - count(sep)`` or ``n - count(P + newlines) - count(rest) + count(P)`` with ``P`` the
+    trailing punctuation piece. Anything unusual falls back to re-encoding the last line.
+    """
+    if a.nf >= 0:
+        return a.nf
+    sep = a.sep
+    if not sep:
+        a.nf = a.n
+        return a.nf
+    text = a.text
+    if counter.additive and text:
+        last = text[-1]
+        if last.isalnum() or sep[0] not in "\r\n":
+            if last > "\x7f" or last.isalnum() or last in _ASCII_PUNCT:
+                a.nf = a.n - counter.count_cached(sep)
+                return a.nf
+        elif last in _ASCII_PUNCT or (last > "\x7f" and not last.isspace()):
+            k = len(text) - 1
+            while k > 0:
+                ch = text[k - 1]
+                if ch.isalnum() or ch.isspace() or (ch < "\x20"):
+                    break
+                k -= 1
+            if k > 0 and text[k - 1] == " ":
+                k -= 1
+            piece = text[k:]
+            nl = len(sep) - len(sep.lstrip("\r\n"))
+            if all(ch in _ASCII_PUNCT or ch == " " or ch > "\x7f" for ch in piece):
+                a.nf = (
+                    a.n
+                    - counter.count(piece + sep[:nl])
+                    - (counter.count_cached(sep[nl:]) if nl < len(sep) else 0)
+                    + counter.count(piece)
+                )
+                return a.nf
+    cut = text.rfind("\n") + 1
+    if cut == 0 or not counter.additive:
+        a.nf = counter.count(text)
+    else:
+        line = text[cut:]
+        a.nf = a.n - counter.count(line + sep) + counter.count(line)
     return a.nf
+
+
+_ASCII_PUNCT = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -258,23 +317,30 @@ def split_prose(text: str, budget: int, counter: TokenCounter) -> list[str]:
 
 
 def _line_atoms(a: Atom, text: str, sep: str, kind: str) -> list[Atom]:
-    """Atoms of the non-blank lines of ``text``; blank lines go into the separator before the next line."""
-    lines = text.split("\n")
+    """Atoms of the non-blank lines of ``text``; trailing spaces and blank lines go into the separators.
+
+    Concatenating ``text + sep`` of the result gives back ``text + sep`` exactly, and every separator but the last
+    ends with a newline, so the line counts add up to the block's count.
+    """
+    if a.pieces is not None and text is a.text and sep is a.sep:
+        return a.pieces
     out: list[Atom] = []
-    for line in lines:
-        if not line.strip():
-            if out:
-                out[-1].sep += "\n"
-            continue
+    pending = ""
+    path = a.path
+    page = a.page
+    for line in text.split("\n"):
         if out:
-            out[-1].sep += "\n"
+            pending += "\n"
+        if not line or line.isspace():
+            pending += line
+            continue
         stripped = line.rstrip()
-        atom = Atom(stripped, "", kind, a.path, a.page)
-        if len(stripped) != len(line) and out is not None:
-            atom.sep = line[len(stripped) :]
-        out.append(atom)
+        if out:
+            out[-1].sep = pending
+        out.append(Atom(stripped, "", kind, path, page))
+        pending = line[len(stripped) :]
     if out:
-        out[-1].sep += sep
+        out[-1].sep = pending + sep
     return out
 
 
@@ -369,7 +435,7 @@ def _group_rows(
     group = Group(head, tail, counter.count(tail) if tail else 0)
     all_atoms = head + body
     count_atoms(all_atoms, counter)
-    head_tokens = sum(h.n for h in head) + group.tail_tokens + 1
+    head_tokens = sum(h.n for h in head) + group.tail_tokens + 3
     if head_tokens * 2 > budget:
         # A header that eats half the budget is not worth repeating.
         group.head = []
@@ -430,7 +496,7 @@ def _split_fence(a: Atom, budget: int, counter: TokenCounter) -> list[Atom]:
     body = lines[1:]
     count_atoms(lines, counter)
     out = [lines[0]]
-    reserve = lines[0].n + group.tail_tokens
+    reserve = lines[0].n + group.tail_tokens + 3
     for line in body:
         line.group = group
         if line.n + reserve > budget and final_tokens(line, counter) + reserve > budget:
@@ -524,7 +590,7 @@ def pack(
     Returns:
         The chunks, with ``index`` and ``count`` set.
     """
-    count_atoms(atoms, counter)
+    count_atoms(atoms, counter, 2 * max_tokens)
     crumb_cost: dict[tuple[str, ...], int] = {(): 0}
 
     def crumb_tokens(path: tuple[str, ...]) -> int:
@@ -547,22 +613,18 @@ def pack(
     cur: list[Atom] = []
     head: list[Atom] = []
     joined = 0  # tokens of all atoms of cur (and head) with their separators
+    head_tokens = 0
     crumb = 0  # reserved breadcrumb tokens
 
-    def close() -> None:
-        nonlocal cur, head, joined, crumb
-        if cur:
-            chunks.append((head, cur))
-        cur, head, joined, crumb = [], [], 0, 0
-
     def start_with(a: Atom, seed: list[Atom]) -> None:
-        nonlocal cur, head, joined, crumb
+        nonlocal cur, head, joined, crumb, head_tokens
         cur = list(seed)
         joined = sum(s.n for s in seed)
         first = cur[0] if cur else a
         g = first.group
         head = list(g.head) if g is not None and first not in g.head else []
-        joined += sum(h.n for h in head)
+        head_tokens = sum(h.n for h in head)
+        joined += head_tokens
         crumb = max((crumb_tokens(x.path) for x in [*cur, a]), default=0) if include_headings else 0
 
     def fits(a: Atom) -> bool:
@@ -579,44 +641,51 @@ def pack(
             return False
         return final_tokens(a, counter) <= room
 
+    simple = not include_headings
     for a in flat:
-        if not cur:
+        n = a.n
+        if cur:
+            if a.level and joined - head_tokens >= min_tokens:
+                chunks.append((head, cur))
+                start_with(a, [])
+            elif simple and a.group is None and joined + n <= max_tokens and cur[-1].safe:
+                cur.append(a)
+                joined += n
+                continue
+            elif not fits(a):
+                prev = cur
+                chunks.append((head, cur))
+                seed: list[Atom] = []
+                if overlap_tokens > 0:
+                    total = 0
+                    for p in reversed(prev):
+                        if p.kind == "heading" or total + p.n > overlap_tokens:
+                            break
+                        seed.insert(0, p)
+                        total += p.n
+                start_with(a, seed)
+                while cur and not fits(a):  # the seed leaves no room: drop it
+                    start_with(a, cur[1:])
+        else:
             start_with(a, [])
-        elif a.kind == "heading" and joined - sum(h.n for h in head) >= min_tokens:
-            close()
-            start_with(a, [])
-        elif not fits(a):
-            prev = cur
-            close()
-            seed: list[Atom] = []
-            if overlap_tokens > 0:
-                total = 0
-                for p in reversed(prev):
-                    if p.kind == "heading" or total + p.n > overlap_tokens:
-                        break
-                    seed.insert(0, p)
-                    total += p.n
-            start_with(a, seed)
-            while cur and not fits(a):  # the seed leaves no room: drop it
-                start_with(a, cur[1:])
         cur.append(a)
-        joined += a.n
+        joined += n
         if include_headings:
             crumb = max(crumb, crumb_tokens(a.path))
-    close()
+    if cur:
+        chunks.append((head, cur))
 
-    out: list[Chunk] = []
-    pending = list(chunks)
+    rows: list[tuple[str, int, tuple[str, ...], int | None, int | None, str]] = []
+    pending = deque(chunks)
     while pending:
-        head, group_atoms = pending.pop(0)
+        head, group_atoms = pending.popleft()
         text = _assemble(group_atoms, head)
         end = group_atoms[-1]
-        exact = all(x.safe for x in head) and all(x.safe for x in group_atoms[:-1]) and counter.additive
-        if exact:
+        if counter.additive and all(x.safe for x in group_atoms[:-1]) and all(x.safe for x in head):
             tokens = sum(h.n for h in head) + sum(x.n for x in group_atoms[:-1])
             if end.group is not None and not end.last_in_group and end.group.tail is not None:
                 tokens += end.n + end.group.tail_tokens
-                if "\n" not in end.sep:
+                if not end.sep.endswith("\n"):
                     tokens = counter.count(text)
             else:
                 tokens += final_tokens(end, counter)
@@ -624,33 +693,28 @@ def pack(
             tokens = counter.count(text)
         path = _chunk_path(group_atoms)
         if include_headings and path:
-            crumb_text = " > ".join(path)
-            text = crumb_text + "\n\n" + text
+            text = " > ".join(path) + "\n\n" + text
             tokens = tokens + crumb_tokens(path) if counter.additive else counter.count(text)
         if tokens > max_tokens and len(group_atoms) > 1:
-            # Only reachable with a length function that is not additive: give the last atom to the next chunk.
+            # Only reachable when counts do not add up (a length function): give the last atom to the next chunk.
             moved = group_atoms.pop()
             nxt_head = list(moved.group.head) if moved.group is not None and moved not in moved.group.head else []
-            pending.insert(0, (head, group_atoms))
-            pending.insert(1, (nxt_head, [moved]))
+            pending.appendleft((nxt_head, [moved]))
+            pending.appendleft((head, group_atoms))
             continue
-        pages = [x.page for x in group_atoms if x.page is not None]
-        out.append(
-            Chunk(
-                text=text,
-                tokens=tokens,
-                headings=path,
-                page_start=min(pages) if pages else None,
-                page_end=max(pages) if pages else None,
-                kind=str(_dominant([*head, *group_atoms], "kind")),
-                index=len(out),
-                count=0,
-            )
-        )
-    total = len(out)
-    return [
-        Chunk(c.text, c.tokens, c.headings, c.page_start, c.page_end, c.kind, c.index, total) for c in out
-    ]
+        kinds = {_KIND_OF.get(x.kind, "text") for x in group_atoms}
+        if len(kinds) == 1:
+            kind = kinds.pop()
+        else:
+            kind = str(_dominant([*head, *group_atoms], "kind"))
+        if end.page is None and group_atoms[0].page is None:
+            first_page = last_page = None
+        else:
+            pages = [x.page for x in group_atoms if x.page is not None]
+            first_page, last_page = min(pages), max(pages)
+        rows.append((text, tokens, path, first_page, last_page, kind))
+    total = len(rows)
+    return [Chunk(t, k, h, ps, pe, kd, i, total) for i, (t, k, h, ps, pe, kd) in enumerate(rows)]
 
 
 def _chunk_path(atoms: list[Atom]) -> tuple[str, ...]:

@@ -375,14 +375,14 @@ def markdown_atoms(text: str, state: HeadingState | None = None, page: int | Non
     blocks = _scan(lines)
     if not blocks:
         return []
-    offs = [0, *accumulate(len(x) + 1 for x in lines)]
+    offs = list(accumulate(map(len, lines), initial=0))  # offs[i] + i = start of line i
     atoms: list[Atom] = []
     path = state.path
     prev_end = -1
     prev: Atom | None = None
     for kind, s, e, level, title in blocks:
-        start = offs[s]
-        end = offs[e - 1] + len(lines[e - 1].rstrip())
+        start = offs[s] + s
+        end = offs[e - 1] + e - 1 + len(lines[e - 1].rstrip())
         if prev is not None:
             prev.sep = text[prev_end:start]
         if kind == "heading":

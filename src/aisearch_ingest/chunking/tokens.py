@@ -168,6 +168,7 @@ class TokenCounter:
         # Line-join additivity is proven only for cl100k_base's pre-tokenizer.
         self.additive = self.encoding is not None and self.encoding._pat_str == _CL100K_PATTERN
         self._encode = self.encoding.encode_ordinary if self.encoding is not None else None
+        self._cache: dict[str, int] = {}
 
     def count(self, text: str) -> int:
         """Token count of one text."""
@@ -175,6 +176,15 @@ class TokenCounter:
             return len(self._encode(text))
         assert self.length_function is not None
         return self.length_function(text)
+
+    def count_cached(self, text: str) -> int:
+        """Token count of a short, frequently repeated text (separators, breadcrumbs)."""
+        n = self._cache.get(text)
+        if n is None:
+            n = self.count(text)
+            if len(self._cache) < 4096:
+                self._cache[text] = n
+        return n
 
     def count_many(self, texts: Sequence[str], total_chars: int = 0) -> list[int]:
         """Token counts of many texts, in order (two threads when ``total_chars`` is large)."""

@@ -199,9 +199,9 @@ class QwenService:
             return JsonReply(200, self._compatible_body(job, answer, rid), {"x-request-id": rid})
         # streaming
         fault: str | None = "data_inspection" if inspection else None
-        injected = self.rt.injections.take(route, ("stream_cut", "stream_error"))
-        if fault is None and injected is not None:
-            fault = str(injected.kind)
+        if fault is None:
+            injected = self.rt.injections.take(route, ("stream_cut", "stream_error"))
+            fault = str(injected.kind) if injected is not None else None
         if fault is None and self.rt.rng.chance(self.rt.faults.rate_stream_cut):
             fault = "stream_cut"
         first_delay = max(0.0, request.received + latency.fixed + latency.per_page - time.monotonic())

@@ -229,6 +229,9 @@ class Memo:
         self._weights: dict[Hashable, int] = {}
         self._max = max_entries
         self._max_bytes = max_bytes
+        #: look-ups answered from the memo / computed.
+        self.hits = 0
+        self.misses = 0
 
     def __len__(self) -> int:
         with self._lock:
@@ -248,8 +251,10 @@ class Memo:
             if future is None:
                 future = Future()
                 self._entries[key] = future
+                self.misses += 1
             else:
                 self._entries.move_to_end(key)
+                self.hits += 1
         if owner:
             try:
                 value = compute()

@@ -15,9 +15,10 @@ importing this module is cheap. A missing optional package raises :class:`Import
 ``local`` extra.
 
 Thread safety: the OCR engine is created once (double-checked lock) and inference is serialised by a lock;
-pdfium is not thread-safe, so every pdfium call runs under one process-wide lock. OCR results are memoised per
-sha256 of the image bytes in a bounded LRU, and document analyses likewise, so load benchmarks that repeat
-images cost one inference per distinct image.
+pdfium is not thread-safe, so every pdfium call runs under the process-wide lock of
+``aisearch_ingest.pages``. OCR results are memoised per sha256 of the image bytes in a bounded LRU, and
+document and image analyses likewise, so load benchmarks that repeat images cost one inference per distinct
+image.
 """
 
 from __future__ import annotations
@@ -132,7 +133,17 @@ class _LRU(OrderedDict[_K, _V]):
                 self.popitem(last=False)
 
 
-_PDFIUM_LOCK = threading.RLock()
+_FALLBACK_PDFIUM_LOCK = threading.RLock()
+
+
+def _pdfium_lock() -> Any:
+    """The process-wide pdfium lock (pdfium is not thread-safe), shared with ``aisearch_ingest.pages`` so the
+    emulator and a client running in the same process never call pdfium at the same time."""
+    try:
+        from ..pages import _PDFIUM_LOCK as shared
+    except ImportError:  # pragma: no cover - pages.py is part of the package
+        return _FALLBACK_PDFIUM_LOCK
+    return shared
 
 
 def _sha256(data: bytes) -> str:
@@ -1489,7 +1500,7 @@ def _parse_pdf(data: bytes) -> DocumentAnalysis:
     page_lines: list[list[_PdfLine]] = []
     scanned: dict[int, Any] = {}
     image_count = 0
-    with _PDFIUM_LOCK:
+    with _pdfium_lock():
         try:
             pdf = pdfium.PdfDocument(data)
         except pdfium.PdfiumError as exc:

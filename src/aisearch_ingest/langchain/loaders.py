@@ -205,7 +205,7 @@ class ImageAnalyzeLoader(_ImageAnalyze, _ServiceLoader):
         >>> from aisearch_ingest.emulator import Emulator
         >>> from aisearch_ingest.langchain import ImageAnalyzeLoader
         >>> with Emulator() as emu:
-        ...     docs = ImageAnalyzeLoader("notebooks/data/invoice.png", endpoint=emu.url, api_key="test").load()
+        ...     docs = ImageAnalyzeLoader("notebooks/data/scan_page.png", endpoint=emu.url, api_key="test").load()
         >>> docs[0].metadata["service_id"]
         'ops-image-analyze-vlm-001'
     """
@@ -252,7 +252,7 @@ class ImageAnalyzeParser(_ImageAnalyze, _ServiceParser):
         >>> from aisearch_ingest.emulator import Emulator
         >>> with Emulator() as emu:
         ...     parser = ImageAnalyzeParser(endpoint=emu.url, api_key="test")
-        ...     docs = GenericLoader.from_filesystem("notebooks/data", glob="invoice.png", parser=parser).load()
+        ...     docs = GenericLoader.from_filesystem("notebooks/data", glob="scan_page.png", parser=parser).load()
         >>> docs[0].metadata["service"]
         'image-analyze'
     """

@@ -213,7 +213,7 @@ class ImageAnalyzeReader(_AISearchReader):
     Example:
         >>> from aisearch_ingest.emulator import Emulator
         >>> with Emulator() as emu:
-        ...     docs = ImageAnalyzeReader(endpoint=emu.url, api_key="test").load_data("notebooks/data/invoice.png")
+        ...     docs = ImageAnalyzeReader(endpoint=emu.url, api_key="test").load_data("notebooks/data/scan_page.png")
         >>> docs[0].metadata["service"]
         'image-analyze'
     """

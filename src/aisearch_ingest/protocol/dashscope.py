@@ -55,6 +55,7 @@ __all__ = [
     "SSEEvent",
     "StreamAssembler",
     "build_body",
+    "join_pages",
     "merge_kv_results",
     "normalize_usage",
     "page_content",
@@ -709,6 +710,36 @@ def page_content(req: OcrRequest, answer: OcrAnswer) -> PageContent:
     if answer.finish_reason not in (None, "stop"):
         extra["finish_reason"] = answer.finish_reason
     return PageContent(content, content_type, extra)
+
+
+def join_pages(
+    contents: Sequence[str], content_type: str, *, kv_result: Mapping[str, Any] | None = None
+) -> tuple[str, str]:
+    """The content and content type of a multi-page result from its pages' contents.
+
+    Pages are joined by a blank line, except JSON, which must stay one valid document: key-information extraction
+    gives its merged ``kv_result``; other JSON answers (custom prompts) become a JSON array with one value per page,
+    or, when a page is not valid JSON, the joined text as ``plain``.
+
+    Example:
+        >>> join_pages(["<table>1</table>", "<table>2</table>"], "html")
+        ('<table>1</table>\\n\\n<table>2</table>', 'html')
+        >>> join_pages(['{"a": 1}', '{"a": 2}'], "json")
+        ('[{"a": 1}, {"a": 2}]', 'json')
+    """
+    if len(contents) == 1:
+        return contents[0], content_type
+    if content_type != "json":
+        return "\n\n".join(contents), content_type
+    if kv_result is not None:
+        return json.dumps(kv_result, ensure_ascii=False, indent=2), "json"
+    values = []
+    for text in contents:
+        try:
+            values.append(json.loads(text))
+        except ValueError:
+            return "\n\n".join(contents), "plain"
+    return json.dumps(values, ensure_ascii=False), "json"
 
 
 def _empty(value: Any) -> bool:

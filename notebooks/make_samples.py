@@ -1,6 +1,6 @@
 """Generate the bundled sample files in ``notebooks/data/`` (run once; the outputs are committed).
 
-    python notebooks/data/make_samples.py
+    python notebooks/make_samples.py
 
 Deterministic: the same fpdf2 / python-docx / Pillow versions give byte-identical files (fixed PDF dates and ZIP
 timestamps, a seeded RNG for the scan noise). No downloads: images use Pillow's bundled scalable default font
@@ -40,7 +40,7 @@ from docx.shared import Pt
 from fpdf import FPDF
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent / "data"
 FIXED_DATE = dt.datetime(2025, 1, 31, 12, 0, 0, tzinfo=dt.timezone.utc)
 SEED = 20250131
 

@@ -1,0 +1,358 @@
+"""``aisearch-ingest``: ``ingest`` files into vector-ready JSON lines, ``estimate`` calls and tokens before spending,
+and run the ``emulator``.
+
+    aisearch-ingest ingest notebooks/data --offline --out chunks.jsonl
+    aisearch-ingest estimate notebooks/data
+    aisearch-ingest emulator --port 8765
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+
+from ._version import __version__
+from .errors import AISearchIngestError, ConfigurationError, InvalidInputError
+from .results import Outcome
+from .sources import DOCUMENT_TYPES, IMAGE_TYPES, Source, SourceLike, expand_inputs, load_source
+
+__all__ = ["main"]
+
+logger = logging.getLogger("aisearch_ingest")
+
+SERVICES = ("auto", "document", "image-vlm", "image-ocr", "qwen-ocr")
+OCR_TASKS = (
+    "text_recognition",
+    "multi_lan",
+    "advanced_recognition",
+    "key_information_extraction",
+    "table_parsing",
+    "document_parsing",
+    "formula_recognition",
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aisearch-ingest",
+        description="Parse files with Alibaba Cloud AI Search / Qwen-OCR into vector-ready documents.",
+    )
+    parser.add_argument("--version", action="version", version=f"aisearch-ingest {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ingest = sub.add_parser("ingest", help="parse files, directories and URLs into JSON lines")
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help="files, directories (recursive) or http(s) URLs")
+    ingest.add_argument("--out", "-o", required=True, help="output .jsonl file (one document per line)")
+    ingest.add_argument("--service", choices=SERVICES, default="auto", help="auto: documents → document-analyze, "
+                        "images → image-analyze vlm (default: %(default)s)")  # fmt: skip
+    ingest.add_argument("--ocr-task", choices=OCR_TASKS, default="text_recognition", help="Qwen-OCR task")
+    ingest.add_argument("--mode", choices=("document", "page", "chunk"), default="chunk")
+    ingest.add_argument("--max-tokens", type=int, default=512, help="chunk budget in tokens (mode chunk)")
+    ingest.add_argument("--include-headings", action="store_true", help="prefix each chunk with its breadcrumb")
+    ingest.add_argument("--glob", default="**/*", help="files to take from directories (default: %(default)s)")
+    ingest.add_argument("--offline", action="store_true", help="start the built-in emulator and use it (no key)")
+    ingest.add_argument("--concurrency", type=int, default=10, help="files in flight per service")
+    ingest.add_argument("--qps", type=float, default=None, help="calls per second per service (default 10)")
+    ingest.add_argument("--timeout", type=float, default=900.0, help="deadline per file in seconds")
+    ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ingest.add_argument("-v", "--verbose", action="store_true", help="log retries and polls")
+
+    estimate = sub.add_parser("estimate", help="files, pages, calls and Qwen-OCR image tokens, without sending")
+    estimate.add_argument("paths", nargs="+", metavar="PATH")
+    estimate.add_argument("--glob", default="**/*")
+    estimate.add_argument("--dpi", type=float, default=150.0, help="PDF rendering resolution for Qwen-OCR")
+    estimate.add_argument("--min-pixels", type=int, default=None)
+    estimate.add_argument("--max-pixels", type=int, default=None)
+
+    emulator = sub.add_parser("emulator", help="run the local emulator of all three services", add_help=False)
+    emulator.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+# -- ingest ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Summary:
+    parsed: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    documents: int = 0
+    pages: int = 0
+    usage: dict[str, Counter[str]] = field(default_factory=dict)  # per service: its own usage fields
+    calls: int = 0
+
+
+def _service_for(source: Source, choice: str) -> str:
+    if choice != "auto":
+        return choice
+    if source.file_type in IMAGE_TYPES:
+        return "image-vlm"
+    if source.file_type in DOCUMENT_TYPES:
+        return "document"
+    raise InvalidInputError(
+        f"{source.origin}: no service parses .{source.file_type or '?'} files "
+        f"(documents: {', '.join(sorted(DOCUMENT_TYPES))}; images: {', '.join(sorted(IMAGE_TYPES))})",
+        source=source.origin,
+        limit="file_type",
+        value=source.file_type,
+    )
+
+
+def _missing_keys_message(services: set[str]) -> str | None:
+    missing = []
+    if services & {"document", "image-vlm", "image-ocr"} and not (
+        os.environ.get("AISEARCH_API_KEY") and os.environ.get("AISEARCH_ENDPOINT")
+    ):
+        missing.append("AISEARCH_API_KEY and AISEARCH_ENDPOINT (AI Search Open Platform: API key and host)")
+    if "qwen-ocr" in services and not os.environ.get("DASHSCOPE_API_KEY"):
+        missing.append("DASHSCOPE_API_KEY (Model Studio; DASHSCOPE_BASE_URL for a non-default region)")
+    if not missing:
+        return None
+    return (
+        "aisearch-ingest: no credentials. Set " + " and ".join(missing) + ", or run offline on the built-in "
+        "emulator (no key, no network) by adding --offline."
+    )
+
+
+def _make_client(service: str, args: argparse.Namespace, endpoint: str | None, key: str | None) -> Any:
+    common: dict[str, Any] = {"api_key": key, "max_concurrency": args.concurrency, "qps": args.qps}
+    if service == "qwen-ocr":
+        from .qwen import QwenOCR
+
+        return QwenOCR(base_url=endpoint, task=args.ocr_task, **common)
+    from .aisearch import DocumentAnalyzer, ImageAnalyzer
+
+    common.update(endpoint=endpoint, timeout=args.timeout)
+    if service == "document":
+        return DocumentAnalyzer(**common)
+    service_id = "ops-image-analyze-ocr-001" if service == "image-ocr" else "ops-image-analyze-vlm-001"
+    return ImageAnalyzer(service_id=service_id, **common)
+
+
+def _progress(total: int, quiet: bool) -> Any:
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", file=sys.stderr)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from ._adapters import Shaper
+
+    started = time.monotonic()
+    out_path = Path(args.out)
+    failures_path = out_path.with_name(out_path.stem + ".failures.jsonl")
+    summary = _Summary()
+
+    # Load and route every input first: bad inputs are reported, never dropped.
+    groups: dict[str, list[SourceLike]] = {}
+    for item in expand_inputs(args.paths, glob=args.glob):
+        name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else repr(item)
+        try:
+            source = load_source(item)
+            groups.setdefault(_service_for(source, args.service), []).append(source)
+        except AISearchIngestError as exc:
+            summary.failed.append((str(name), str(exc)))
+    total = sum(len(v) for v in groups.values()) + len(summary.failed)
+    if total == 0:
+        print(f"aisearch-ingest: no files found in {' '.join(args.paths)}", file=sys.stderr)
+        return 2
+
+    with ExitStack() as stack:
+        endpoint: str | None = None
+        key: str | None = None
+        if args.offline:
+            from .emulator import Emulator
+
+            emu = stack.enter_context(Emulator(api_key="offline"))
+            endpoint, key = emu.url, "offline"
+            print(f"offline: using the built-in emulator at {emu.url} (no key, no network)", flush=True)
+        else:
+            message = _missing_keys_message(set(groups))
+            if message:
+                print(message, file=sys.stderr)
+                return 2
+        try:
+            clients = {service: _make_client(service, args, endpoint, key) for service in groups}
+        except ConfigurationError as exc:
+            print(f"aisearch-ingest: {exc}", file=sys.stderr)
+            return 2
+        for client in clients.values():
+            stack.callback(client.close)
+        shapers = {
+            s: Shaper(c, mode=args.mode, max_tokens=args.max_tokens, include_headings=args.include_headings)
+            for s, c in clients.items()
+        }
+        bar = _progress(total, args.no_progress)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with out_path.open("w", encoding="utf-8") as out:
+            for name, reason in summary.failed:
+                _report(bar, summary, name, ok=False, detail=reason)
+
+            async def pump(service: str, items: list[SourceLike], send: Any) -> None:
+                async with send:
+                    async for outcome in clients[service].aparse_many(items):
+                        await send.send((service, outcome))
+
+            async def run() -> None:
+                send, receive = anyio.create_memory_object_stream[tuple[str, Outcome]](max_buffer_size=total)
+                async with anyio.create_task_group() as tg:
+                    for service, items in groups.items():
+                        tg.start_soon(pump, service, items, send.clone())
+                    send.close()
+                    async with receive:
+                        async for service, outcome in receive:
+                            _handle(outcome, shapers[service], out, summary, bar)
+                for client in clients.values():
+                    await client.aclose()
+
+            anyio.run(run)
+        if bar is not None:
+            bar.close()
+
+    with failures_path.open("w", encoding="utf-8") as fail_out:
+        for name, reason in summary.failed:
+            fail_out.write(json.dumps({"source": name, "error": reason}, ensure_ascii=False) + "\n")
+    if not summary.failed and failures_path.exists() and failures_path.stat().st_size == 0:
+        failures_path.unlink()
+    _print_summary(summary, out_path, failures_path, time.monotonic() - started)
+    return 1 if summary.failed else 0
+
+
+def _report(bar: Any, summary: _Summary, name: str, *, ok: bool, detail: str) -> None:
+    if bar is not None:
+        bar.update(1)
+        if not ok:
+            bar.write(f"failed {name}: {detail.removeprefix(f'{name}: ')}", file=sys.stderr)
+        return
+    done = summary.parsed + len(summary.failed)
+    detail = detail.removeprefix(f"{name}: ")
+    print(f"[{done}] {'ok    ' if ok else 'FAILED'} {name}: {detail}", file=sys.stderr, flush=True)
+
+
+def _handle(outcome: Outcome, shaper: Any, out: IO[str], summary: _Summary, bar: Any) -> None:
+    if outcome.error is not None or outcome.result is None:
+        summary.failed.append((outcome.source, str(outcome.error)))
+        _report(bar, summary, outcome.source, ok=False, detail=str(outcome.error))
+        return
+    result = outcome.result
+    records = shaper.records(outcome)
+    for record in records:
+        out.write(json.dumps({"id": record.id, "text": record.text, "metadata": record.metadata}, ensure_ascii=False))
+        out.write("\n")
+    out.flush()
+    summary.parsed += 1
+    summary.documents += len(records)
+    summary.pages += result.page_num
+    summary.calls += result.calls
+    summary.usage.setdefault(result.service, Counter()).update(result.usage)
+    _report(
+        bar,
+        summary,
+        outcome.source,
+        ok=True,
+        detail=f"{result.service}, {result.page_num} page(s), {len(records)} document(s), {result.latency:.1f}s",
+    )
+
+
+def _print_summary(summary: _Summary, out_path: Path, failures_path: Path, wall: float) -> None:
+    lines = [
+        "",
+        f"files parsed:      {summary.parsed}",
+        f"files failed:      {len(summary.failed)}",
+        f"documents written: {summary.documents} → {out_path}",
+        f"pages:             {summary.pages}",
+        f"service calls:     {summary.calls}",
+    ]
+    for service, usage in sorted(summary.usage.items()):
+        fields = ", ".join(f"{k}={v:g}" for k, v in sorted(usage.items()))
+        lines.append(f"usage {service + ':':<18}{fields}")
+    lines.append(f"wall time:         {wall:.1f}s")
+    if summary.failed:
+        lines.append(f"failures ({len(summary.failed)}, also in {failures_path}):")
+        lines.extend(f"  {name}: {reason.removeprefix(name + ': ')}" for name, reason in summary.failed)
+    print("\n".join(lines), flush=True)
+
+
+# -- estimate --------------------------------------------------------------------------------------------------------
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from .estimate import estimate_file
+
+    rows: list[tuple[str, ...]] = []
+    totals: Counter[str] = Counter()
+    errors = 0
+    for item in expand_inputs(args.paths, glob=args.glob):
+        name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else repr(item)
+        try:
+            source = load_source(item)
+            service = _service_for(source, "auto")
+        except AISearchIngestError as exc:
+            errors += 1
+            rows.append((str(name), "error", "", "", "", str(exc)))
+            continue
+        # AI Search: one /sync call per image; create + at least one task-status poll per document.
+        aisearch_calls = 1 if service.startswith("image") else 2
+        pages, qwen_calls, tokens = "?", "-", "-"
+        if service.startswith("image") or source.file_type in ("pdf", "tiff"):
+            try:
+                est = estimate_file(source, dpi=args.dpi, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+            except AISearchIngestError as exc:
+                qwen_calls, tokens = "error", str(exc)
+            else:
+                pages, qwen_calls, tokens = str(est.pages), str(est.calls), str(est.image_tokens)
+                totals.update(pages=est.pages, qwen_calls=est.calls, image_tokens=est.image_tokens)
+        svc = "document-analyze" if service == "document" else "image-analyze"
+        rows.append((str(name), svc, pages, str(aisearch_calls), qwen_calls, tokens))
+        totals.update(files=1, aisearch_calls=aisearch_calls)
+    header = ("file", "auto service", "pages", "AI Search calls (min)", "Qwen-OCR calls", "Qwen-OCR image tokens")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip())
+    print(
+        f"\ntotal: {totals['files']} files, {totals['pages']} counted pages, >= {totals['aisearch_calls']} AI Search "
+        f"calls, {totals['qwen_calls']} Qwen-OCR calls, {totals['image_tokens']} Qwen-OCR image tokens "
+        "(documented formula; nothing was sent)"
+    )
+    return 1 if errors else 0
+
+
+# -- entry point -----------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 some files failed, 2 usage or configuration error)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["emulator"]:
+        from . import emulator
+
+        return int(emulator.main(args_list[1:]))
+    args = _parser().parse_args(args_list)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "ingest":
+        return _ingest(args)
+    if args.command == "estimate":
+        return _estimate(args)
+    raise AssertionError(args.command)  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
