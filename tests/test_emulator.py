@@ -872,6 +872,7 @@ def test_context_manager():
 """
 
 
+@pytest.mark.slow  # a nested pytest run: interpreter and plugin start-up
 def test_pytest_plugin_fixtures(tmp_path: Any) -> None:
     (tmp_path / "test_plugin_usage.py").write_text(PLUGIN_TESTS)
     proc = subprocess.run(

@@ -25,6 +25,8 @@ from .errors import (
     TaskFailedError,
     TaskTimeoutError,
 )
+from .estimate import FileEstimate, estimate_file, estimate_image_tokens
+from .qwen import QwenOCR
 from .ratelimit import RateLimiter
 from .results import Outcome, Page, ParseResult
 from .sources import Source, load_source
@@ -41,6 +43,7 @@ __all__ = [
     "ConfigurationError",
     "ContentInspectionError",
     "DocumentAnalyzer",
+    "FileEstimate",
     "ImageAnalyzer",
     "InvalidInputError",
     "NotFoundError",
@@ -48,6 +51,7 @@ __all__ = [
     "Page",
     "ParseResult",
     "PollPolicy",
+    "QwenOCR",
     "RateLimitError",
     "RateLimiter",
     "RetryPolicy",
@@ -58,5 +62,7 @@ __all__ = [
     "TaskFailedError",
     "TaskTimeoutError",
     "__version__",
+    "estimate_file",
+    "estimate_image_tokens",
     "load_source",
 ]

@@ -133,6 +133,7 @@ class Batch:
         self.on_error = on_error
         self.failures = failures
         self.extra = extra
+        self.first_error: AISearchIngestError | None = None
         self._bar: Any = None
         if show_progress:
             from tqdm.auto import tqdm  # renders as a widget in notebooks, as text in terminals
@@ -145,6 +146,8 @@ class Batch:
             self._bar.update(1)
         if outcome.error is not None:
             self.failures.append((outcome.source, outcome.error))
+            if self.first_error is None:
+                self.first_error = outcome.error
             if self.on_error == "skip":
                 message = str(outcome.error)  # errors name their file; the key is never in a message
                 if outcome.source not in message:
@@ -155,8 +158,8 @@ class Batch:
 
     def raise_first(self) -> None:
         """With ``on_error="raise"``, raise the first failure (after every source of the batch has settled)."""
-        if self.on_error == "raise" and self.failures:
-            raise self.failures[0][1]
+        if self.on_error == "raise" and self.first_error is not None:
+            raise self.first_error
 
     def __enter__(self) -> Batch:
         return self

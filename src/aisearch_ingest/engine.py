@@ -170,7 +170,7 @@ class ParserEngine(ABC):
 
     # -- blocking API --------------------------------------------------------------------------------------------
 
-    def _call(self, func: Callable[..., Any], *args: Any) -> Any:
+    def _portal_call(self, func: Callable[..., Any], *args: Any) -> Any:
         return self._portal.get().call(func, *args)
 
     def parse(self, source: SourceLike, *, file_name: str | None = None) -> ParseResult:
@@ -179,7 +179,7 @@ class ParserEngine(ABC):
         async def run() -> ParseResult:
             return await self.aparse(source, file_name=file_name)
 
-        result: ParseResult = self._call(run)
+        result: ParseResult = self._portal_call(run)
         return result
 
     def parse_many(

@@ -8,7 +8,7 @@
     ├── APIError(message, request_id)
     │   ├── APIConnectionError             connection refused / reset / dropped, DNS, TLS
     │   │   └── APITimeoutError            a single HTTP exchange timed out
-    │   ├── StreamError                    an SSE stream broke off or carried an error event
+    │   ├── StreamError                    an SSE stream broke off or ended without its final event
     │   └── APIStatusError(status_code, code, body)
     │       ├── BadRequestError 400        (ContentInspectionError: data-inspection failures)
     │       ├── AuthenticationError 401/403
@@ -111,7 +111,11 @@ class APITimeoutError(APIConnectionError):
 
 
 class StreamError(APIError):
-    """A streamed answer broke off before its final event, or carried an error event."""
+    """A streamed answer broke off, or ended without its final event; ``partial_text`` holds what had arrived.
+
+    An error *event* inside a stream is mapped like the equivalent HTTP error (``ServerError``,
+    ``ContentInspectionError``...).
+    """
 
     def __init__(
         self,

@@ -65,7 +65,7 @@ MAX_IMAGE_BYTES = 10 * 1024 * 1024
 #: "Supported formats": BMP, JPEG, PNG, TIFF, WEBP, HEIC (as :func:`~aisearch_ingest.sources.sniff_type` names them).
 QWEN_IMAGE_TYPES = frozenset({"bmp", "jpg", "png", "tiff", "webp", "heic"})
 
-_PDFIUM_LOCK = threading.RLock()
+PDFIUM_LOCK = threading.RLock()
 
 
 def encoded_size(n_bytes: int, mime_type: str) -> int:
@@ -288,7 +288,7 @@ class PageDocument:
         import pypdfium2 as pdfium
 
         where = self.source.origin
-        with _PDFIUM_LOCK:
+        with PDFIUM_LOCK:
             try:
                 self._pdf = pdfium.PdfDocument(data)
             except pdfium.PdfiumError as exc:
@@ -363,7 +363,7 @@ class PageDocument:
     def _render_pdf(self, layout: PageLayout) -> PILImage:
         import pypdfium2 as pdfium
 
-        with _PDFIUM_LOCK:
+        with PDFIUM_LOCK:
             page = self._pdf[layout.number - 1]
             try:
                 bitmap = page.render(scale=layout.scale, rev_byteorder=True)
@@ -432,7 +432,7 @@ class PageDocument:
         """Release the document."""
         with self._lock:
             if self._pdf is not None:
-                with _PDFIUM_LOCK:
+                with PDFIUM_LOCK:
                     self._pdf.close()
                 self._pdf = None
             if self._tiff is not None:

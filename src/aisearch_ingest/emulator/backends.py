@@ -133,17 +133,12 @@ class _LRU(OrderedDict[_K, _V]):
                 self.popitem(last=False)
 
 
-_FALLBACK_PDFIUM_LOCK = threading.RLock()
-
-
 def _pdfium_lock() -> Any:
     """The process-wide pdfium lock (pdfium is not thread-safe), shared with ``aisearch_ingest.pages`` so the
     emulator and a client running in the same process never call pdfium at the same time."""
-    try:
-        from ..pages import _PDFIUM_LOCK as shared
-    except ImportError:  # pragma: no cover - pages.py is part of the package
-        return _FALLBACK_PDFIUM_LOCK
-    return shared
+    from ..pages import PDFIUM_LOCK
+
+    return PDFIUM_LOCK
 
 
 def _sha256(data: bytes) -> str:

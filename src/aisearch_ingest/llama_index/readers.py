@@ -84,7 +84,8 @@ class _ServiceReader(BasePydanticReader):
 
     @property
     def failures(self) -> list[Failure]:
-        """``(source, error)`` for every file of the last load that failed."""
+        """``(source, error)`` for every file that failed, over the reader's life (``SimpleDirectoryReader`` hands
+        files over one call at a time, so nothing is reset between calls; ``failures.clear()`` to start afresh)."""
         return self._failures
 
     def close(self) -> None:
@@ -126,7 +127,6 @@ class _ServiceReader(BasePydanticReader):
         shaper = Shaper(
             self.client, mode=self.mode, max_tokens=self.chunk_max_tokens, include_headings=self.include_headings
         )
-        self._failures = []
         batch = Batch(
             shaper,
             on_error=self.on_error,
@@ -177,7 +177,7 @@ class DocumentAnalyzeReader(_AISearchReader):
     ``service_id``, ``route``, ``image_storage``, ``enable_semantic``, ``qps``, ``max_concurrency``, ``timeout``;
     ``mode`` (``"document"``, ``"page"``, ``"chunk"`` with ``chunk_max_tokens`` and ``include_headings``),
     ``on_error`` (``"raise"``: every file is attempted, then the first error raises; ``"skip"``: a WARNING per
-    file), ``show_progress``. ``reader.failures`` lists ``(source, error)`` after each load. Pass ``client=`` to
+    file), ``show_progress``. ``reader.failures`` collects ``(source, error)`` of every failed file. Pass ``client=`` to
     reuse a :class:`~aisearch_ingest.DocumentAnalyzer`.
 
     Example:

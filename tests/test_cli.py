@@ -1,0 +1,152 @@
+"""The main job: `aisearch-ingest ingest` (offline, through the embedded emulator) and `aisearch-ingest estimate`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aisearch_ingest.cli import main
+
+DATA = Path(__file__).resolve().parents[1] / "notebooks" / "data"
+pytest.importorskip("rapidocr", reason="offline parsing needs the `local` extra")
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISEARCH_", "DASHSCOPE_"))}
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Quickstart line 1, as a user runs it: the installed console script, offline, over notebooks/data."""
+    out = tmp_path_factory.mktemp("quickstart") / "chunks.jsonl"
+    exe = Path(sys.executable).with_name("aisearch-ingest")
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "aisearch_ingest.cli"]
+    proc = subprocess.run(
+        [*command, "ingest", str(DATA), "--offline", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        timeout=240,
+    )
+    return proc, out
+
+
+def test_quickstart_writes_chunks_with_pages_usage_and_headings(
+    quickstart: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    proc, out = quickstart
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[0].startswith("offline: using the built-in emulator at http://127.0.0.1:")
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    sources = {Path(rec["metadata"]["source"]).name for rec in lines}
+    assert {"annual_report.pdf", "product_faq.docx", "invoice.png", "meeting_notes.md"} <= sources
+    for rec in lines:
+        assert set(rec) == {"id", "text", "metadata"} and rec["text"].strip()
+        meta = rec["metadata"]
+        assert all(isinstance(v, (str, int, float, bool)) for v in meta.values()), meta
+        assert any(k.startswith("usage_") for k in meta), meta
+        assert "headings" in meta and "chunk_index" in meta and "chunk_tokens" in meta
+        assert meta["chunk_tokens"] <= 512
+    pdf = [r["metadata"] for r in lines if r["metadata"]["source"].endswith("annual_report.pdf")]
+    assert {m["page_start"] for m in pdf} == {1, 2, 3}
+    assert all("page" in m for m in pdf if m["page_start"] == m["page_end"])
+    assert any(m["headings"] for m in pdf)
+    assert len({r["id"] for r in lines}) == len(lines)
+    for label in ("files parsed:", "files failed:      0", "documents written:", "pages:", "usage ", "wall time:"):
+        assert label in proc.stdout
+
+
+def test_ids_are_stable_across_runs(quickstart: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path) -> None:
+    _, first = quickstart
+    subset = tmp_path / "data"
+    subset.mkdir()
+    shutil.copy(DATA / "annual_report.pdf", subset / "renamed.pdf")  # same bytes, another path
+    out = tmp_path / "again.jsonl"
+    assert main(["ingest", str(subset), "--offline", "--out", str(out), "--no-progress"]) == 0
+    again = {json.loads(line)["id"] for line in out.read_text(encoding="utf-8").splitlines()}
+    before = {
+        json.loads(line)["id"]
+        for line in first.read_text(encoding="utf-8").splitlines()
+        if json.loads(line)["metadata"]["source"].endswith("annual_report.pdf")
+    }
+    assert again == before
+
+
+def test_a_corrupt_file_is_reported_and_the_rest_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("annual_report.pdf", "meeting_notes.md", "product_faq.docx"):
+        shutil.copy(DATA / name, data / name)
+    (data / "broken.pdf").write_bytes(b"%PDF-1.7\n" + os.urandom(2048))
+    (data / "empty.pdf").write_bytes(b"")
+    out = tmp_path / "out" / "chunks.jsonl"
+    code = main(["ingest", str(data), "--offline", "--out", str(out), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 1
+    written = {Path(json.loads(line)["metadata"]["source"]).name for line in out.read_text().splitlines()}
+    assert written == {"annual_report.pdf", "meeting_notes.md", "product_faq.docx"}
+    failures = [json.loads(line) for line in (out.parent / "chunks.failures.jsonl").read_text().splitlines()]
+    assert {Path(f["source"]).name for f in failures} == {"broken.pdf", "empty.pdf"}
+    assert all(f["error"] for f in failures)
+    assert "files failed:      2" in captured.out and "broken.pdf" in captured.out and "empty" in captured.out
+
+
+def test_without_keys_it_explains_how_to_configure_or_go_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("AISEARCH_API_KEY", "AISEARCH_ENDPOINT", "DASHSCOPE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    code = main(["ingest", str(DATA / "meeting_notes.md"), "--out", str(tmp_path / "x.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "AISEARCH_API_KEY" in err and "AISEARCH_ENDPOINT" in err and "--offline" in err
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_page_mode_and_qwen_service(tmp_path: Path) -> None:
+    out = tmp_path / "pages.jsonl"
+    code = main(
+        ["ingest", str(DATA / "annual_report.pdf"), "--offline", "--out", str(out), "--mode", "page", "--no-progress"]
+    )
+    assert code == 0
+    pages = [json.loads(line)["metadata"]["page"] for line in out.read_text().splitlines()]
+    assert pages == [1, 2, 3] or sorted(pages) == [1, 2, 3]
+    out_q = tmp_path / "qwen.jsonl"
+    code = main(
+        [
+            "ingest",
+            str(DATA / "invoice.png"),
+            "--offline",
+            "--service",
+            "qwen-ocr",
+            "--ocr-task",
+            "key_information_extraction",
+            "--mode",
+            "document",
+            "--out",
+            str(out_q),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    (record,) = [json.loads(line) for line in out_q.read_text().splitlines()]
+    assert record["metadata"]["service"] == "qwen-ocr" and record["metadata"]["ocr_task"] == "key_information_extraction"
+    assert record["metadata"]["content_type"] == "json" and record["metadata"]["usage_image_tokens"] > 0
+
+
+def test_estimate_prints_calls_and_tokens_without_sending(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["estimate", str(DATA / "annual_report.pdf"), str(DATA / "invoice.png")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "annual_report.pdf" in out and "document-analyze" in out and "image-analyze" in out
+    assert "nothing was sent" in out
+    pdf_row = next(line for line in out.splitlines() if "annual_report.pdf" in line)
+    assert " 3 " in pdf_row  # three pages → three Qwen-OCR calls
