@@ -342,7 +342,7 @@ def test_on_error_raise_settles_the_batch_then_raises_a_typed_error(
 def test_async_on_error_raise(with_bad_files: Path) -> None:
     with Emulator(api_key=KEY, faults=Faults(fail_names=["d_overview"])) as emu:
         loader = DocumentAnalyzeLoader(with_bad_files / "d_overview.html", endpoint=emu.url, api_key=KEY)
-        with pytest.raises(TaskFailedError, match="d_overview.html"):
+        with pytest.raises(TaskFailedError, match=r"d_overview\.html"):
             asyncio.run(loader.aload())
         loader.close()
 

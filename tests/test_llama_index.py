@@ -237,9 +237,9 @@ def test_on_error_skip_and_raise(
     assert sum("skipped" in r.getMessage() for r in caplog.records) == 2
 
     raising = DocumentAnalyzeReader(client=doc_client)
-    with pytest.raises(TaskFailedError, match="broken.pdf"):
+    with pytest.raises(TaskFailedError, match=r"broken\.pdf"):
         raising.load_data([tmp_path / "good.md", tmp_path / "broken.pdf"])
-    with pytest.raises(InvalidInputError, match="bad.pdf"):
+    with pytest.raises(InvalidInputError, match=r"bad\.pdf"):
         asyncio.run(raising.aload_data(tmp_path / "bad.pdf"))
     assert [Path(s).name for s, _ in raising.failures] == ["broken.pdf", "bad.pdf"]
     raising.failures.clear()

@@ -21,29 +21,16 @@ from .config import AISearchSettings, SecretStr, resolve_aisearch
 from .engine import ParserEngine
 from .errors import TaskFailedError, TaskTimeoutError
 from .protocol import opensearch as proto
-from .ratelimit import DEFAULT_QPS, RateLimiter
+from .ratelimit import RateLimiter, shared_rate_limiter
 from .results import ParseResult
 from .sources import DOCUMENT_TYPES, IMAGE_TYPES, Source, SourceLike, check_aisearch_body, load_source
 from .transport import CallCounter, RetryPolicy, Transport
 
-__all__ = ["DocumentAnalyzer", "ImageAnalyzer", "PollPolicy", "Route", "shared_rate_limiter"]
+__all__ = ["DocumentAnalyzer", "ImageAnalyzer", "PollPolicy", "Route"]
 
 logger = logging.getLogger("aisearch_ingest")
 
 Route = Literal["auto", "async", "sync"]
-
-_LIMITERS: dict[tuple[str, str, float | None], RateLimiter] = {}
-_LIMITERS_LOCK = threading.Lock()
-
-
-def shared_rate_limiter(base_url: str, service: str, qps: float | None) -> RateLimiter:
-    """The process-wide limiter for one endpoint and service, so several clients share one QPS budget."""
-    key = (base_url, service, qps)
-    with _LIMITERS_LOCK:
-        limiter = _LIMITERS.get(key)
-        if limiter is None:
-            limiter = _LIMITERS[key] = RateLimiter(qps)
-        return limiter
 
 
 class PollPolicy:
@@ -122,8 +109,7 @@ class _AISearchService(ParserEngine):
         self.service_id = service_id or self.default_service_id
         self.route: Route = route
         self.poll = poll or PollPolicy(timeout=timeout)
-        limit = qps if qps is not None else DEFAULT_QPS[self.service]
-        self.rate_limiter = rate_limiter or shared_rate_limiter(self.settings.base_url, self.service, limit)
+        self.rate_limiter = rate_limiter or shared_rate_limiter(self.settings.base_url, self.service, qps)
         self._sleep = sleep
         self._transport = Transport(
             self.settings.base_url,

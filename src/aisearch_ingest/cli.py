@@ -25,6 +25,7 @@ import anyio
 
 from ._version import __version__
 from .errors import AISearchIngestError, ConfigurationError, InvalidInputError
+from .protocol.qwen_tasks import TASKS
 from .results import Outcome
 from .sources import DOCUMENT_TYPES, IMAGE_TYPES, Source, SourceLike, expand_inputs, load_source
 
@@ -33,15 +34,7 @@ __all__ = ["main"]
 logger = logging.getLogger("aisearch_ingest")
 
 SERVICES = ("auto", "document", "image-vlm", "image-ocr", "qwen-ocr")
-OCR_TASKS = (
-    "text_recognition",
-    "multi_lan",
-    "advanced_recognition",
-    "key_information_extraction",
-    "table_parsing",
-    "document_parsing",
-    "formula_recognition",
-)
+OCR_TASKS = tuple(TASKS)
 
 
 def _parser() -> argparse.ArgumentParser:

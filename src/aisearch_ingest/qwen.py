@@ -17,14 +17,13 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from .aisearch import shared_rate_limiter
 from .config import DashScopeSettings, SecretStr, resolve_dashscope
 from .engine import ParserEngine
 from .errors import AISearchIngestError, APIConnectionError, StreamError
 from .pages import DEFAULT_DPI, PageDocument, check_image, is_multipage, open_pages
 from .protocol import dashscope as proto
 from .protocol.qwen_tasks import DEFAULT_MAX_PIXELS, MAX_PIXELS_UPPER_LIMIT
-from .ratelimit import DEFAULT_QPS, RateLimiter
+from .ratelimit import RateLimiter, shared_rate_limiter
 from .results import Page, ParseResult
 from .sources import Source, SourceLike, load_source
 from .transport import CallCounter, RetryPolicy, Transport, iter_lines
@@ -222,8 +221,7 @@ class QwenOCR(ParserEngine):
         self.incremental_output = incremental_output
         self.on_delta = on_delta
         self.pdf_dpi = pdf_dpi
-        limit = qps if qps is not None else DEFAULT_QPS[self.service]
-        self.rate_limiter: RateLimiter = _shared_limiter(self.settings.base_url, limit)
+        self.rate_limiter: RateLimiter = shared_rate_limiter(self.settings.base_url, self.service, qps)
         headers = {"x-dashscope-workspace": self.settings.workspace} if self.settings.workspace else None
         self._transport = Transport(
             self.settings.base_url,
@@ -515,7 +513,3 @@ def _last_request_id(answers: list[tuple[int, proto.OcrAnswer]]) -> str | None:
         if answer.request_id:
             return answer.request_id
     return None
-
-
-def _shared_limiter(base_url: str, qps: float | None) -> RateLimiter:
-    return shared_rate_limiter(base_url, QwenOCR.service, qps)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-__all__ = ["DEFAULT_QPS", "RateLimiter"]
+__all__ = ["DEFAULT_QPS", "RateLimiter", "shared_rate_limiter"]
 
 #: QPS limits. image-analyze's 10 QPS is documented (opensearch-image-analyze.en.txt, multimodal overview);
 #: document-analyze and Qwen-OCR publish no figure, so the same conservative default applies. Override with ``qps=``.
@@ -110,3 +110,19 @@ class RateLimiter:
             if delay <= 0:
                 return stamp
             await sleep(delay)
+
+
+_SHARED: dict[tuple[str, str, float | None], RateLimiter] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_rate_limiter(base_url: str, service: str, qps: float | None = None) -> RateLimiter:
+    """The process-wide limiter of one endpoint and service (``qps`` defaults to :data:`DEFAULT_QPS`), so every
+    client of that endpoint in this process shares one budget."""
+    rate = qps if qps is not None else DEFAULT_QPS.get(service)
+    key = (base_url, service, rate)
+    with _SHARED_LOCK:
+        limiter = _SHARED.get(key)
+        if limiter is None:
+            limiter = _SHARED[key] = RateLimiter(rate)
+        return limiter
