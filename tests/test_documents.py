@@ -214,11 +214,13 @@ def test_mode_errors() -> None:
         records_from_result(pdf_result(), mode="sentence")  # type: ignore[arg-type]
 
 
-def test_caller_metadata_is_kept_and_wins() -> None:
-    [record] = records_from_result(pdf_result(), extra_metadata={"tenant": "acme", "source": "s3://b/annual.pdf"})
-    assert record.metadata["tenant"] == "acme"
-    assert record.metadata["source"] == "s3://b/annual.pdf"
-    assert record.metadata["service"] == "document-analyze"
+def test_caller_metadata_is_kept_but_does_not_change_the_schema_keys() -> None:
+    extra = {"tenant": "acme", "file_path": "/data/annual.pdf", "file_type": "application/pdf", "page": 99}
+    records = records_from_result(pdf_result(), mode="page", extra_metadata=extra)
+    assert [r.metadata["page"] for r in records] == [1, 2]
+    for record in records:
+        assert record.metadata["tenant"] == "acme" and record.metadata["file_path"] == "/data/annual.pdf"
+        assert record.metadata["file_type"] == "pdf"
 
 
 def test_stable_key_ignores_per_call_ids_only() -> None:

@@ -35,17 +35,20 @@ from aisearch_ingest.langchain import (
 )
 from aisearch_ingest.langchain import loaders as loaders_module
 from aisearch_ingest.qwen import QwenOCR
+from aisearch_ingest.testing import EMULATOR_API_KEY
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "notebooks" / "data"
 SCALARS = (str, int, float, bool)
-KEY = "test-key"
+KEY = EMULATOR_API_KEY
 
 
 @pytest.fixture(scope="module")
-def emu() -> Iterator[Emulator]:
-    with Emulator(api_key=KEY) as emulator:
-        yield emulator
+def emu(aisearch_emulator_session: Emulator) -> Iterator[Emulator]:
+    """The session's emulator (its parse caches warm across modules), default knobs before and after."""
+    aisearch_emulator_session.reset()
+    yield aisearch_emulator_session
+    aisearch_emulator_session.reset()
 
 
 @contextmanager
@@ -339,12 +342,20 @@ def test_on_error_raise_settles_the_batch_then_raises_a_typed_error(
     assert len(seen) == 2 and len(loader.failures) == 2  # the others finished and were not lost
 
 
-def test_async_on_error_raise(with_bad_files: Path) -> None:
-    with Emulator(api_key=KEY, faults=Faults(fail_names=["d_overview"])) as emu:
+def test_async_on_error_raise_and_skip(emu: Emulator, with_bad_files: Path) -> None:
+    emu.set_faults(Faults(fail_names=["d_overview"]))  # the emulator fails this task although the file is fine
+    try:
         loader = DocumentAnalyzeLoader(with_bad_files / "d_overview.html", endpoint=emu.url, api_key=KEY)
         with pytest.raises(TaskFailedError, match=r"d_overview\.html"):
             asyncio.run(loader.aload())
+        skipping = DocumentAnalyzeLoader(with_bad_files, on_error="skip", endpoint=emu.url, api_key=KEY)
+        docs = asyncio.run(skipping.aload())
+    finally:
+        emu.set_faults(None)
         loader.close()
+    assert [d.metadata["file_name"] for d in docs] == ["a_notes.md"]
+    assert sorted(Path(s).name for s, _ in skipping.failures) == ["b_bad.pdf", "c_broken.pdf", "d_overview.html"]
+    skipping.close()
 
 
 def test_show_progress_renders_a_bar(

@@ -35,17 +35,20 @@ from aisearch_ingest.emulator import Emulator, Latency
 from aisearch_ingest.llama_index import DocumentAnalyzeReader, ImageAnalyzeReader, QwenOCRReader
 from aisearch_ingest.llama_index import readers as readers_module
 from aisearch_ingest.qwen import QwenOCR
+from aisearch_ingest.testing import EMULATOR_API_KEY
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "notebooks" / "data"
 SCALARS = (str, int, float, bool)
-KEY = "test-key-llama"
+KEY = EMULATOR_API_KEY
 
 
 @pytest.fixture(scope="module")
-def emu() -> Iterator[Emulator]:
-    with Emulator(api_key=KEY) as emulator:
-        yield emulator
+def emu(aisearch_emulator_session: Emulator) -> Iterator[Emulator]:
+    """The session's emulator (its parse caches warm across modules), default knobs before and after."""
+    aisearch_emulator_session.reset()
+    yield aisearch_emulator_session
+    aisearch_emulator_session.reset()
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +103,7 @@ def test_simple_directory_reader_with_our_readers_as_file_extractors(
     pdf_page = next(d for d in docs if d.metadata.get("page") == 2)
     assert pdf_page.metadata["file_path"].endswith("annual_report.pdf")  # SimpleDirectoryReader's own metadata
     assert pdf_page.metadata["service"] == "document-analyze"
+    assert pdf_page.metadata["file_type"] == "pdf"  # not SimpleDirectoryReader's MIME type
     assert "Financial Performance" in pdf_page.text
     _flat(docs)
     # deterministic ids, the same through SimpleDirectoryReader as directly
@@ -159,14 +163,18 @@ def test_ingestion_pipeline_upserts_instead_of_duplicating(doc_client: DocumentA
         docstore=docstore,
         vector_store=vector_store,
     )
-    pipeline.run(documents=reader.load_data(DATA / "annual_report.pdf"))
+    first = pipeline.run(documents=reader.load_data(DATA / "annual_report.pdf"))
     hashes = docstore.get_all_document_hashes()
     stored = len(vector_store.data.embedding_dict)
-    assert len(hashes) == 3 and stored >= 3
-    pipeline.run(documents=reader.load_data(DATA / "annual_report.pdf"))
+    assert len(hashes) == 3 and stored == len(first) >= 3
+    # unchanged files (new request and task ids): nothing to embed again
+    assert pipeline.run(documents=reader.load_data(DATA / "annual_report.pdf")) == []
+    # changed metadata: the three documents are replaced, not added next to the old ones
+    again = pipeline.run(documents=reader.load_data(DATA / "annual_report.pdf", extra_info={"rev": 2}))
+    assert len(again) == len(first)
     assert sorted(docstore.get_all_document_hashes().values()) == sorted(hashes.values())  # the same 3 doc ids
     assert len(docstore.docs) == 3
-    assert len(vector_store.data.embedding_dict) == stored  # replaced, not added again
+    assert len(vector_store.data.embedding_dict) == stored
 
 
 def test_every_service_goes_into_chroma_as_is(
@@ -261,6 +269,13 @@ def test_serialization_keeps_the_key_out(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "api_key" not in data
     rebuilt = QwenOCRReader.from_dict(data)
     assert rebuilt.task == "table_parsing" and rebuilt.mode == "page"
+
+
+def test_show_progress_renders_a_bar(doc_client: DocumentAnalyzer, capsys: pytest.CaptureFixture[str]) -> None:
+    reader = DocumentAnalyzeReader(client=doc_client, show_progress=True)
+    docs = reader.load_data([DATA / "meeting_notes.md", DATA / "overview.html"])
+    err = capsys.readouterr().err
+    assert len(docs) == 2 and "AISearchDocumentAnalyzeReader" in err and "2/2" in err
 
 
 def test_bad_arguments() -> None:

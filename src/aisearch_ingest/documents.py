@@ -212,7 +212,9 @@ def records_from_result(
             ``chunk`` (one per chunk of ``chunker``).
         options: the options that change the output (part of the ids).
         chunker: required for ``mode="chunk"``.
-        extra_metadata: the caller's metadata, added to every record; on a clash the caller's value wins.
+        extra_metadata: the caller's metadata (``extra_info``, a blob's metadata), added to every record. On a
+            clash the keys of the table above keep their meaning: ``SimpleDirectoryReader``'s MIME ``file_type``
+            does not replace the service's ``pdf``.
 
     Raises:
         ValueError: unknown mode, or ``mode="chunk"`` without a chunker.
@@ -229,7 +231,7 @@ def records_from_result(
     extra = dict(extra_metadata or {})
 
     def make(text: str, position: str | int, local: Mapping[str, Any]) -> Record:
-        meta = {**base, **{k: v for k, v in local.items() if v is not None}, **extra}
+        meta = {**extra, **base, **{k: v for k, v in local.items() if v is not None}}
         return Record(document_id(result, mode=mode, position=position, options=options), text, meta)
 
     if mode == "document":

@@ -55,7 +55,7 @@ HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
 BUDGET = 512
 _NON_ALNUM = re.compile(r"[\W_]+")
-_TAGS = re.compile(r"<[^>]+>")
+_TAGS = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
 
 
 def norm(text: str) -> str:
@@ -197,15 +197,16 @@ def md_structure(doc: str, count: Callable[[str], int]) -> Structure:
             if content and count(block) <= BUDGET:
                 code.append(content)
         elif t.type == "html_block" and "<tr" in t.content.lower():
-            rows = [norm(_TAGS.sub(" ", r)) for r in re.findall(r"<tr[\s>].*?</tr>", t.content, re.S | re.I)]
-            rows = [r for r in rows if r]
-            if len(rows) >= 2:
-                tables.append(Table(rows[0], rows[1:]))
+            for table in re.split(r"(?=<table[\s>])", t.content, flags=re.I):
+                trs = re.findall(r"<tr[\s>].*?</tr>", table, re.S | re.I)
+                rows = [r for r in (norm(_TAGS.sub(" ", x)) for x in trs) if r]
+                if len(rows) >= 2:
+                    tables.append(Table(rows[0], rows[1:]))
         elif t.type == "paragraph_open" and t.map:
             block = "\n".join(lines[t.map[0] : t.map[1]]).strip()
-            if block.startswith("$$") and block.endswith("$$") and len(block) > 4:
-                if count(block) <= BUDGET and raw_norm(block):
-                    formulas.append(raw_norm(block))
+            is_formula = block.startswith("$$") and block.endswith("$$") and len(block) > 4
+            if is_formula and count(block) <= BUDGET and raw_norm(block):
+                formulas.append(raw_norm(block))
         i += 1
     return Structure(text_norm, first_heading, tables, code, formulas)
 
@@ -303,15 +304,22 @@ def check(outs: list[Out], s: Structure, count: Callable[[str], int], fig: Figur
         fig.over += k > BUDGET
         fig.under += k < 32
     repeated_chars = 0
+    cursor = 0  # rows are searched in order from here, so text repeated elsewhere does not mislead
     for tbl in s.tables:
         ids: list[int] = []
+        h = joined.find(tbl.header, cursor) if tbl.header else -1
+        if h >= 0:
+            cursor = h
         for r in tbl.rows:
             if len(r) < 8:
                 ids.append(-1)
                 continue
             fig.rows += 1
-            p = joined.find(r)
+            p = joined.find(r, cursor)
+            if p < 0:
+                p = joined.find(r)
             if p >= 0:
+                cursor = max(cursor, p)
                 ids.append(chunk_of(p))
                 continue
             ids.append(-1)
@@ -340,7 +348,7 @@ def check(outs: list[Out], s: Structure, count: Callable[[str], int], fig: Figur
         fig.formulas_cut += raw.find(content) < 0
     # Breadcrumbs: where does each chunk start in the source?
     cursor = 0
-    for o, n in zip(outs, norms):
+    for o, n in zip(outs, norms, strict=False):
         fig.crumb += o.crumb
         if not n:
             continue
@@ -367,7 +375,9 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
-def bench(kind: str, docs: list[str], chunkers: dict[str, Callable[[str], list[Out]]], runs: int, peer_runs: int) -> str:
+def bench(
+    kind: str, docs: list[str], chunkers: dict[str, Callable[[str], list[Out]]], runs: int, peer_runs: int
+) -> str:
     enc = get_encoding("cl100k_base")
 
     def count(text: str) -> int:
@@ -389,7 +399,7 @@ def bench(kind: str, docs: list[str], chunkers: dict[str, Callable[[str], list[O
             ratios.append(took / floor)
             outs = result
         fig = Figures()
-        for o, s in zip(outs, structures):
+        for o, s in zip(outs, structures, strict=False):
             check(o, s, count, fig)
         rows.append((name, statistics.median(times), statistics.median(ratios), fig))
         print(f"  {name}: {statistics.median(times):.2f} s", file=sys.stderr, flush=True)
@@ -400,8 +410,8 @@ def bench(kind: str, docs: list[str], chunkers: dict[str, Callable[[str], list[O
         f"{f0.formulas} formulas that fit 512 tokens"
         + (f", {f0.span_groups} rowspan groups" if kind == "html" else ""),
         "",
-        "| chunker | median time | × tiktoken floor | chunks | over 512 | under 32 | rows split mid-row | header repeated "
-        "on continuations | fitting code cut/lost | fitting formulas cut/lost |"
+        "| chunker | median time | × tiktoken floor | chunks | over 512 | under 32 | rows split mid-row "
+        "| header repeated on continuations | fitting code cut/lost | fitting formulas cut/lost |"
         + (" rowspan groups separated |" if kind == "html" else "")
         + " with breadcrumb | no crumb under a heading | text kept |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if kind == "html" else "") + "---:|---:|---:|",
@@ -442,7 +452,11 @@ def main(argv: list[str] | None = None) -> int:
                 chunkers["LangChain MarkdownHeader → Recursive"] = langchain_md()
             else:
                 chunkers["LangChain HTMLSemanticPreserving → Recursive"] = langchain_html()
-            chunkers["LlamaIndex " + ("MarkdownNodeParser" if kind == "markdown" else "HTMLNodeParser") + " → SentenceSplitter"] = llama(kind)
+            chunkers[
+                "LlamaIndex "
+                + ("MarkdownNodeParser" if kind == "markdown" else "HTMLNodeParser")
+                + " → SentenceSplitter"
+            ] = llama(kind)
             chunkers["chonkie RecursiveChunker"] = chonkie_rec()
         print(f"{kind}:", file=sys.stderr, flush=True)
         print(bench(kind, docs, chunkers, args.runs, args.peer_runs))

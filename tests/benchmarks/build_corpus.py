@@ -7,6 +7,8 @@ Sources (Debian bookworm, fetched with ``apt-get download``, unpacked with ``dpk
 * ``nodejs-doc``: the Node.js API reference, written in markdown (code fences, pipe tables, deep headings).
 * ``debian-reference-zh-cn``: the Debian Reference in Simplified Chinese (DocBook HTML; large tables, ``<pre>``).
 * ``kicad-doc-zh``: the KiCad manuals in Chinese (Asciidoctor HTML; tables with rowspan/colspan).
+* ``python3.11-doc``: six pages of the Python reference with its largest tables (the C API type-slot tables use
+  rowspan and colspan).
 * ``python-statsmodels-doc``: Sphinx HTML of the statsmodels example notebooks (MathJax formulas, DataFrame
   tables, code) and the notebooks themselves, converted to markdown the way ``nbconvert --to markdown`` does
   (markdown cells verbatim with their ``$$`` formulas, code cells fenced, outputs fenced or raw HTML tables).
@@ -38,11 +40,22 @@ PACKAGES = [
     "debian-reference-zh-cn",
     "kicad-doc-zh",
     "python-statsmodels-doc",
+    "python3.11-doc",
     "pandoc",
     "pandoc-data",
     "liblua5.3-0",
 ]
 STATSMODELS = "usr/share/doc/python-statsmodels-doc/html/examples/notebooks/generated"
+PYDOC = "usr/share/doc/python3.11/html"
+# Python reference pages with the largest tables, including the rowspan/colspan tables of the C API slot reference.
+PYDOC_PAGES = [
+    "c-api/typeobj.html",
+    "c-api/apiabiversion.html",
+    "library/venv.html",
+    "library/stdtypes.html",
+    "library/datetime.html",
+    "library/codecs.html",
+]
 
 
 def _run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[bytes]:
@@ -148,6 +161,9 @@ def build(out: Path, work: Path) -> dict[str, object]:
         shutil.copy(src, out / "html" / f"kicad-zh-{src.name}")
     for src in sorted(sm_dir.glob("*.html")):
         shutil.copy(src, out / "html" / f"statsmodels-{src.name}")
+    for page in PYDOC_PAGES:
+        src = roots["python3.11-doc"] / PYDOC / page
+        shutil.copy(src, out / "html" / f"python-{page.replace('/', '-')}")
 
     # Markdown: Node.js API docs as written; Chinese manuals through pandoc; statsmodels notebooks as nbconvert would.
     for src in sorted((roots["nodejs-doc"] / "usr/share/doc/nodejs/api").glob("*.md*")):

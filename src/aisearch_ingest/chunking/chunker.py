@@ -88,7 +88,9 @@ class StructuredChunker:
         """Exact token count of ``text`` with this chunker's encoding or length function."""
         return self._counter.count(text)
 
-    def atoms(self, text: str, content_type: str = "markdown", *, page: int | None = None, state: object = None) -> list[Atom]:
+    def atoms(
+        self, text: str, content_type: str = "markdown", *, page: int | None = None, state: object = None
+    ) -> list[Atom]:
         """The blocks of ``text`` before packing (for inspection and tests).
 
         Args:

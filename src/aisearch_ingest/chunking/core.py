@@ -161,7 +161,7 @@ def count_atoms(atoms: Sequence[Atom], counter: TokenCounter, line_chars: int = 
             todo = [a for a in todo if a.n < 0]
     texts = [a.text + a.sep for a in todo]
     counts = counter.count_many(texts, sum(map(len, texts)))
-    for a, n in zip(todo, counts):
+    for a, n in zip(todo, counts, strict=False):
         a.n = n
         if not a.sep:
             a.nf = n
@@ -370,11 +370,25 @@ def split_oversized(a: Atom, budget: int, counter: TokenCounter) -> list[Atom]:
             rows[-1].sep = a.sep
             return _group_rows(a, rows[: a.head_parts], rows[a.head_parts :], budget, counter)
         if text.startswith("<"):
-            from .html import html_table_parts
+            from .html import html_table_parts, html_table_segments
 
+            segments = html_table_segments(text)
+            if len(segments) > 1:
+                # Several tables in one HTML block: each table (with what follows it) on its own.
+                subs = [Atom(t, sp, "table", a.path, a.page) for t, sp in segments]
+                subs[-1].sep = a.sep
+                count_atoms(subs, counter)
+                _fix_seps(subs)
+                out_subs: list[Atom] = []
+                for sub in subs:
+                    if sub.n <= budget or final_tokens(sub, counter) <= budget:
+                        out_subs.append(sub)
+                    else:
+                        out_subs.extend(split_oversized(sub, budget, counter))
+                return out_subs
             parts, seps, head_parts, tail = html_table_parts(text)
             if parts:
-                rows = [Atom(p, s, "table", a.path, a.page) for p, s in zip(parts, seps)]
+                rows = [Atom(p, s, "table", a.path, a.page) for p, s in zip(parts, seps, strict=False)]
                 rows[-1].sep = a.sep
                 return _group_rows(a, rows[:head_parts], rows[head_parts:], budget, counter, tail)
         else:
@@ -389,15 +403,8 @@ def split_oversized(a: Atom, budget: int, counter: TokenCounter) -> list[Atom]:
         if line.n <= budget or final_tokens(line, counter) <= budget:
             out.append(line)
             continue
-        pieces = split_prose(line.text, budget, counter)
-        for k, piece in enumerate(pieces):
-            last = k == len(pieces) - 1
-            sub = Atom(piece, line.sep if last else "", kind, a.path, a.page)
-            if not last:
-                # The join to the next piece is inside a line: not additive, the packer re-counts such chunks.
-                sub.safe = False
-                sub.n = sub.nf = counter.count(piece)
-            out.append(sub)
+        # The joins between pieces are inside a line: not additive, the packer re-counts such chunks.
+        out.extend(_prose_atoms(line, budget, counter))
     count_atoms(out, counter)
     _fix_seps(out)
     return out
@@ -435,30 +442,54 @@ def _group_rows(
     group = Group(head, tail, counter.count(tail) if tail else 0)
     all_atoms = head + body
     count_atoms(all_atoms, counter)
-    head_tokens = sum(h.n for h in head) + group.tail_tokens + 3
-    if head_tokens * 2 > budget:
+    head_tokens = sum(h.n for h in head)
+    if (head_tokens + group.tail_tokens) * 2 > budget:
         # A header that eats half the budget is not worth repeating.
         group.head = []
         head_tokens = 0
-    out: list[Atom] = []
-    for atom in all_atoms:
+    # Room for one row in a continuation chunk: the header, and the closing text plus a newline.
+    room = budget - head_tokens - (group.tail_tokens + 1 if tail else 0)
+    out: list[Atom] = list(head)
+    for atom in head:
         atom.group = group
-        if atom.n + head_tokens > budget and final_tokens(atom, counter) + head_tokens > budget:
-            # A single row larger than the budget: it has to be cut.
-            pieces = split_prose(atom.text, max(budget - head_tokens, budget // 2), counter)
-            for k, piece in enumerate(pieces):
-                last = k == len(pieces) - 1
-                sub = Atom(piece, atom.sep if last else "", "table", a.path, a.page)
-                sub.group = group
-                if not last:
-                    sub.safe = False
-                    sub.n = sub.nf = counter.count(piece)
-                out.append(sub)
-        else:
+    for atom in body:
+        atom.group = group
+        if atom.n <= room or final_tokens(atom, counter) <= room:
             out.append(atom)
+            continue
+        # A single row larger than the budget: it has to be cut (3 tokens of slack for the joins).
+        for sub in _prose_atoms(atom, max(room - 3, budget // 2), counter):
+            sub.group = group
+            out.append(sub)
     count_atoms(out, counter)
     out[-1].last_in_group = True
     _fix_seps(out)
+    return out
+
+
+def _prose_atoms(line: Atom, budget: int, counter: TokenCounter) -> list[Atom]:
+    """Cut one line atom into pieces of at most ``budget`` tokens; the whitespace between pieces is kept as their
+    separators (joins inside a line are not additive: such atoms are marked unsafe and counted alone)."""
+    text = line.text
+    pieces = split_prose(text, budget, counter)
+    out: list[Atom] = []
+    pos = 0
+    starts: list[int] = []
+    for piece in pieces:
+        k = text.find(piece, pos)
+        if k < 0:  # pragma: no cover - pieces are slices of text, in order
+            k = pos
+        starts.append(k)
+        pos = k + len(piece)
+    for idx, piece in enumerate(pieces):
+        last = idx == len(pieces) - 1
+        sep = line.sep if last else text[starts[idx] + len(piece) : starts[idx + 1]]
+        sub = Atom(piece, sep, line.kind, line.path, line.page)
+        if not last:
+            sub.safe = False
+            sub.n = counter.count(piece + sep)
+            sub.nf = counter.count(piece)
+        out.append(sub)
     return out
 
 
@@ -629,7 +660,10 @@ def pack(
 
     def fits(a: Atom) -> bool:
         extra = 0
-        if a.group is not None and not a.last_in_group and a.group.tail is not None:
+        mid_group = a.group is not None and not a.last_in_group and a.group.tail is not None
+        if mid_group:
+            # Ending here appends the separator and the closing fence: the joined count is the exact one.
+            assert a.group is not None
             extra = a.group.tail_tokens + (0 if "\n" in a.sep else 1)
         if cur and not cur[-1].safe:
             extra += 1
@@ -637,7 +671,7 @@ def pack(
         room = max_tokens - reserve - joined - extra
         if a.n <= room:
             return True
-        if a.n - 8 > room:
+        if mid_group or a.n - 8 > room:
             return False
         return final_tokens(a, counter) <= room
 
@@ -645,7 +679,7 @@ def pack(
     for a in flat:
         n = a.n
         if cur:
-            if a.level and joined - head_tokens >= min_tokens:
+            if a.level and joined - head_tokens >= min_tokens and not cur[-1].level:
                 chunks.append((head, cur))
                 start_with(a, [])
             elif simple and a.group is None and joined + n <= max_tokens and cur[-1].safe:
@@ -703,10 +737,7 @@ def pack(
             pending.appendleft((head, group_atoms))
             continue
         kinds = {_KIND_OF.get(x.kind, "text") for x in group_atoms}
-        if len(kinds) == 1:
-            kind = kinds.pop()
-        else:
-            kind = str(_dominant([*head, *group_atoms], "kind"))
+        kind = kinds.pop() if len(kinds) == 1 else str(_dominant([*head, *group_atoms], "kind"))
         if end.page is None and group_atoms[0].page is None:
             first_page = last_page = None
         else:

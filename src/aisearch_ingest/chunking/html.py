@@ -15,7 +15,7 @@ from typing import Any
 from .core import Atom
 from .markdown import HeadingState
 
-__all__ = ["html_atoms", "html_table_parts"]
+__all__ = ["html_atoms", "html_table_parts", "html_table_segments"]
 
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _SKIP = frozenset(
@@ -145,6 +145,11 @@ class _Walker:
             if child.tag != "li":
                 if child.tag in ("ul", "ol"):
                     self._list(child, depth + 1, child.tag == "ol")
+                elif child.tag not in _SKIP and child.tag[0] not in "-_!":
+                    # Invalid but common: <ul><a><li>...</li></a></ul>. Keep the content.
+                    self.flush()
+                    self.walk(child, depth + 1)
+                    self.flush()
                 continue
             number += 1
             self.flush()
@@ -213,10 +218,10 @@ def _row(tr: Any) -> tuple[str, int]:
 def _tex(node: Any) -> str:
     ann = node.css_first('annotation[encoding="application/x-tex"]')
     if ann is not None:
-        return (ann.text(deep=True) or "").strip()
+        return str(ann.text(deep=True) or "").strip()
     alt = node.attributes.get("alttext")
     if alt:
-        return alt.strip()
+        return str(alt).strip()
     return _collapse(node.text(deep=True))
 
 
@@ -295,8 +300,33 @@ def html_table_parts(src: str) -> tuple[list[str], list[str], int, str | None]:
         if spans:
             reach = max(reach, k + min(max(spans), 1000) - 1)
     parts = [p.rstrip() for p in merged]
-    seps = [m[len(p) :] for m, p in zip(merged, parts)]
+    seps = [m[len(p) :] for m, p in zip(merged, parts, strict=False)]
     low = src.lower()
     tail = "</table>" if "</table>" in low else None
     head_parts = 1 if len(parts) > 1 and not _ROWSPAN.search(parts[0][parts[0].lower().rfind("<tr") :]) else 0
     return parts, seps, head_parts, tail
+
+
+def _line_start(src: str, k: int) -> int:
+    b = k
+    while b > 0 and src[b - 1] in " \t":
+        b -= 1
+    return b if b == 0 or src[b - 1] == "\n" else k
+
+
+def html_table_segments(src: str) -> list[tuple[str, str]]:
+    """Cut raw HTML holding several tables at each ``<table`` (moved back to its line start when only indentation
+    precedes it). Returns ``(text, whitespace after it)`` pairs; one pair when there is at most one table."""
+    starts = [_line_start(src, m.start()) for m in _TABLE_OPEN.finditer(src)]
+    if len(starts) <= 1:
+        return [(src, "")]
+    bounds = [0, *[k for k in starts if k > 0], len(src)]
+    out: list[tuple[str, str]] = []
+    for k in range(len(bounds) - 1):
+        piece = src[bounds[k] : bounds[k + 1]]
+        text = piece.rstrip()
+        if text:
+            out.append((text, piece[len(text) :]))
+        elif out:
+            out[-1] = (out[-1][0], out[-1][1] + piece)
+    return out

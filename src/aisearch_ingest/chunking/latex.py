@@ -95,15 +95,7 @@ def _scan(lines: list[str]) -> list[tuple[str, int, int, int, str]]:
                     _items(lines, i, end, blocks)
                     i = end
                     continue
-                kind = (
-                    "table"
-                    if env in _TABLES
-                    else "formula"
-                    if env in _MATH
-                    else "code"
-                    if env in _CODE
-                    else None
-                )
+                kind = "table" if env in _TABLES else "formula" if env in _MATH else "code" if env in _CODE else None
                 if kind is not None:
                     end = _env_end(lines, i, n, env)
                     blocks.append((kind, i, end, 0, ""))
@@ -126,9 +118,8 @@ def _scan(lines: list[str]) -> list[tuple[str, int, int, int, str]]:
         j = i + 1
         while j < n and lines[j].strip():
             t = lines[j].lstrip()
-            if t.startswith(("\\section", "\\subsection", "\\chapter", "\\begin{", "$$", "\\[", "\\title", "\\par")):
-                if _SECTION.match(lines[j]) or t.startswith(("\\begin{", "$$", "\\[")):
-                    break
+            if t.startswith(("\\begin{", "$$", "\\[")) or (t.startswith("\\") and _SECTION.match(lines[j])):
+                break
             j += 1
         blocks.append(("text", i, j, 0, ""))
         i = j

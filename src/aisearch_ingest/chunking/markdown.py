@@ -106,7 +106,7 @@ def _interrupts(line: str, nxt: str | None) -> bool:
         m = _FENCE.match(line)
         return m is not None and not (m.group(2)[0] == "`" and "`" in m.group(3))
     if c == "$":
-        return s.startswith("$$")
+        return _math_opener(s)
     if c == "\\":
         return s.startswith("\\[")
     if c == ">":
@@ -148,19 +148,35 @@ def _fence_end(lines: list[str], i: int, n: int, indent: int, ch: str, size: int
     return n
 
 
+def _math_opener(s: str) -> bool:
+    """A line (left-stripped) that opens display math: ``$$`` alone, ``$$ x $$``, or ``$$x`` continued below."""
+    if not s.startswith("$$"):
+        return False
+    rest = s[2:].strip()
+    return not rest or rest[0] != "<"
+
+
 def _math_end(lines: list[str], i: int, n: int, close: str) -> int:
+    """One past the closing line of the display formula opened at ``i``.
+
+    The closer is the next line ending with ``close``; if a blank line comes first and no closer follows within
+    40 lines, the formula ends at that blank line (an unclosed ``$$`` must not swallow the document).
+    """
     first = lines[i].strip()
     opener = "$$" if close == "$$" else "\\["
     if len(first) > len(opener) and first.endswith(close):
         return i + 1
     j = i + 1
+    blank = -1
     while j < n:
         if lines[j].rstrip().endswith(close):
             return j + 1
-        if _is_blank(lines[j]) and close == "\\]":
-            break
+        if blank < 0 and _is_blank(lines[j]):
+            blank = j
+        if blank >= 0 and j - i > 40:
+            return blank
         j += 1
-    return j if close == "\\]" else n
+    return blank if blank >= 0 else n
 
 
 def _scan(lines: list[str]) -> list[tuple[str, int, int, int, str]]:
@@ -214,7 +230,7 @@ def _scan(lines: list[str]) -> list[tuple[str, int, int, int, str]]:
                     append(("code", i, end, 0, ""))
                     i = end
                     continue
-            elif c == "$" and s.startswith("$$"):
+            elif c == "$" and _math_opener(s):
                 end = _math_end(lines, i, n, "$$")
                 while end - 1 > i and _is_blank(lines[end - 1]):
                     end -= 1
@@ -316,12 +332,7 @@ def _list_item(lines: list[str], i: int, n: int, m: re.Match[str], append: objec
     line = lines[i]
     pad = m.group(3)
     width = len(m.group(1)) + len(m.group(2))
-    if not line[m.end() :].strip():
-        content = width + 1
-    elif len(pad.expandtabs(4)) > 4:
-        content = width + 1
-    else:
-        content = width + len(pad.expandtabs(4))
+    content = width + 1 if not line[m.end() :].strip() or len(pad.expandtabs(4)) > 4 else width + len(pad.expandtabs(4))
     j = i + 1
     last = i
     blank = False

@@ -19,11 +19,7 @@ from .loaders import (
     QwenOCRParser,
     index_key,
 )
-
-try:  # written in parallel by the chunking work; imported normally once it lands
-    from .splitter import StructuredTextSplitter
-except ImportError:  # pragma: no cover
-    pass
+from .splitter import StructuredTextSplitter
 
 __all__ = [
     "DocumentAnalyzeLoader",

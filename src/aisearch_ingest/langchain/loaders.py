@@ -48,12 +48,18 @@ def _document(record: Record) -> Document:
 
 
 def index_key(document: Document) -> str:
-    """Key encoder for ``langchain_core.indexing.index``: our id, the text and the metadata, minus the per-call
-    ``request_id``/``task_id``, so a re-run over unchanged files skips every document instead of re-adding it.
+    """Key encoder for ``langchain_core.indexing.index(..., key_encoder=index_key)``.
+
+    LangChain's default key hashes the text and *all* metadata, and ``request_id``/``task_id`` are new on every
+    call, so a re-run would re-add everything. This key covers our deterministic id, the text and the metadata minus
+    those two: a re-run over unchanged files skips every document; changed content or metadata still updates.
 
     Example:
-        >>> from langchain_core.indexing import index  # doctest: +SKIP
-        >>> index(loader, record_manager, vector_store, key_encoder=index_key)  # doctest: +SKIP
+        >>> from langchain_core.documents import Document
+        >>> a = Document(id="1", page_content="x", metadata={"source": "a.pdf", "request_id": "r1"})
+        >>> b = Document(id="1", page_content="x", metadata={"source": "a.pdf", "request_id": "r2"})
+        >>> index_key(a) == index_key(b), index_key(a) == index_key(Document(id="1", page_content="y"))
+        (True, False)
     """
     return stable_key(document.id or "", document.page_content, document.metadata)
 

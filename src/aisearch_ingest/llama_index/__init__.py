@@ -10,11 +10,7 @@ Readers (:class:`~llama_index.core.readers.base.BasePydanticReader`), one per se
 Importing this module does not import LangChain.
 """
 
+from .node_parser import StructuredNodeParser
 from .readers import DocumentAnalyzeReader, ImageAnalyzeReader, QwenOCRReader
-
-try:  # written in parallel by the chunking work; imported normally once it lands
-    from .node_parser import StructuredNodeParser
-except ImportError:  # pragma: no cover
-    pass
 
 __all__ = ["DocumentAnalyzeReader", "ImageAnalyzeReader", "QwenOCRReader", "StructuredNodeParser"]

@@ -29,7 +29,7 @@ from .._adapters import (
     source_from_bytes,
 )
 from ..aisearch import DocumentAnalyzer, ImageAnalyzer
-from ..documents import Mode, Record, bookkeeping_keys
+from ..documents import Mode, Record, bookkeeping_keys, stable_key
 from ..engine import ParserEngine
 from ..errors import InvalidInputError
 from ..results import Outcome
@@ -37,9 +37,21 @@ from ..results import Outcome
 __all__ = ["DocumentAnalyzeReader", "ImageAnalyzeReader", "QwenOCRReader"]
 
 
+class _Document(Document):
+    """A Document whose ``hash`` leaves out the per-call ``request_id``/``task_id``: re-running an
+    ``IngestionPipeline`` with a docstore over unchanged files then skips them instead of re-embedding them."""
+
+    def __init__(self, **data: Any) -> None:  # Document's own (it maps ``text``), for type checkers
+        super().__init__(**data)
+
+    @property
+    def hash(self) -> str:
+        return stable_key(self.id_, self.text, self.metadata)
+
+
 def _document(record: Record) -> Document:
     excluded = bookkeeping_keys(record.metadata)
-    return Document(
+    return _Document(
         id_=record.id,
         text=record.text,
         metadata=dict(record.metadata),
@@ -139,9 +151,13 @@ class _ServiceReader(BasePydanticReader):
         return items, done, batch
 
     def lazy_load_data(self, file: Any, extra_info: dict[str, Any] | None = None, fs: Any = None) -> Iterator[Document]:
-        """Yield documents as files finish. ``file``: a path, URL, bytes, directory, or a list of them; ``fs``: an
-        fsspec filesystem to read paths through; ``extra_info``: metadata added to every document (wins on clashes).
-        Blocking, and safe inside Jupyter and a running event loop."""
+        """Yield documents as files finish (blocking; safe inside Jupyter and a running event loop).
+
+        Args:
+            file: a path, URL, bytes or directory, or a list of them.
+            extra_info: metadata added to every document (the keys of DESIGN's table keep their meaning).
+            fs: an fsspec filesystem to read paths through, as ``SimpleDirectoryReader`` passes it.
+        """
         items, done, batch = self._start(file, extra_info, fs)
         for record in iter_records(self.client, items, batch, done=done):
             yield _document(record)

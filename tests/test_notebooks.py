@@ -1,0 +1,153 @@
+"""The notebooks in ``notebooks/`` run from a clean state, offline, and their saved copies carry their outputs.
+
+Each notebook is executed top to bottom in a fresh ``python3`` kernel (``nbclient``), with ``notebooks/`` as the working
+directory and every ``AISEARCH_*`` / ``DASHSCOPE_*`` variable removed, so they always run against the local emulator.
+The retrieval notebooks assert, for every question, that the top chunk comes from the right file and page; a failing
+``assert`` (or any exception) fails the test.
+
+Refresh the saved outputs after editing a notebook (same clean, offline execution; timing metadata dropped)::
+
+    python tests/test_notebooks.py                    # all three
+    python tests/test_notebooks.py qwen_ocr_tasks     # one
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbclient
+import nbformat
+import pytest
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = ("langchain_retrieval", "llamaindex_retrieval", "qwen_ocr_tasks")
+RETRIEVAL = ("langchain_retrieval", "llamaindex_retrieval")
+KERNEL = "python3"
+CELL_TIMEOUT = 300  # seconds per cell; the slowest cell (first OCR call, model load) takes well under a minute
+MAX_SAVED_BYTES = 400_000  # saved outputs stay small: downscaled PNGs, no progress bars
+TASKS = (
+    "text_recognition",
+    "multi_lan",
+    "document_parsing",
+    "formula_recognition",
+    "key_information_extraction",
+    "table_parsing",
+    "advanced_recognition",
+)
+ANSWERED = re.compile(r"(\d+) of (\d+) questions answered from the right file and page")
+
+
+def offline_env() -> dict[str, str]:
+    """The environment of the kernel: ours without any service key, endpoint or base URL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISEARCH_", "DASHSCOPE_"))}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
+    return env
+
+
+def ensure_kernel() -> None:
+    """Make sure a ``python3`` kernel spec exists; if not, install one into this environment (never into $HOME)."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(KERNEL)
+    except NoSuchKernel:
+        from ipykernel.kernelspec import install
+
+        install(prefix=sys.prefix)
+
+
+def execute(name: str) -> nbformat.NotebookNode:
+    """Run ``notebooks/<name>.ipynb`` from a clean state and return the executed notebook (nothing is written)."""
+    nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    client = nbclient.NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT,
+        kernel_name=KERNEL,
+        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
+        record_timing=False,
+    )
+    client.execute(env=offline_env())
+    return nb
+
+
+def text_of(nb: nbformat.NotebookNode) -> str:
+    """All stream, text/plain and text/html output of a notebook, joined."""
+    parts: list[str] = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream":
+                parts.append(out.text)
+            elif "data" in out:
+                parts.extend(out.data.get(kind, "") for kind in ("text/plain", "text/html"))
+    return "\n".join(parts)
+
+
+def check_outputs(name: str, nb: nbformat.NotebookNode) -> None:
+    """What a good run of each notebook shows (on top of the notebook's own asserts)."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "not run top to bottom"
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    text = text_of(nb)
+    assert "local emulator" in text, "ran against a real service"
+    if name in RETRIEVAL:
+        found = ANSWERED.search(text)
+        assert found is not None, "the summary line is missing"
+        answered, asked = int(found.group(1)), int(found.group(2))
+        assert answered == asked >= 3
+    else:
+        kinds = {kind for c in code for o in c.outputs for kind in o.get("data", {})}
+        assert {"image/png", "text/html", "text/markdown"} <= kinds
+        for task in TASKS:
+            assert f"<td>{task}</td>" in text, f"{task} missing from the usage table"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _kernel() -> None:
+    ensure_kernel()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_offline_from_a_clean_state(name: str) -> None:
+    nb = execute(name)
+    check_outputs(name, nb)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_saved_notebook_carries_its_outputs(name: str) -> None:
+    path = NOTEBOOK_DIR / f"{name}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    check_outputs(name, nb)
+    assert path.stat().st_size < MAX_SAVED_BYTES
+    for cell in nb.cells:
+        assert "execution" not in cell.metadata, "timing metadata saved"
+
+
+def save(name: str) -> float:
+    """Execute one notebook and write it back with its outputs; returns the seconds it took."""
+    start = time.perf_counter()
+    nb = execute(name)
+    seconds = time.perf_counter() - start
+    check_outputs(name, nb)
+    nb.metadata["language_info"] = {"name": "python"}  # no interpreter version: the same file on every machine
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+    nbformat.validate(nb)
+    nbformat.write(nb, NOTEBOOK_DIR / f"{name}.ipynb")
+    return seconds
+
+
+if __name__ == "__main__":
+    ensure_kernel()
+    for nb_name in sys.argv[1:] or NOTEBOOKS:
+        print(f"{nb_name}: executed and saved in {save(nb_name.removesuffix('.ipynb')):.1f} s")
