@@ -245,3 +245,18 @@ def test_no_key_in_logs(emu: Emulator, png: bytes, caplog: pytest.LogCaptureFixt
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "retry 1/5" in text
     assert KEY not in text
+
+
+def test_stop_on_error_starts_nothing_new_but_settles_in_flight(tmp_path: Path) -> None:
+    (tmp_path / "a-empty.md").write_bytes(b"")  # fails before sending, first in order
+    for i in range(6):
+        (tmp_path / f"b{i}.md").write_bytes(f"# doc {i}\n\ntext".encode())
+    with Emulator(api_key=KEY, latency=Latency(fixed=0.3)) as emu:
+        with _doc(emu, max_concurrency=2) as analyzer:
+            outcomes = list(analyzer.parse_many(tmp_path, stop_on_error=True))
+        with _doc(emu, max_concurrency=2) as analyzer:
+            everything = list(analyzer.parse_many(tmp_path))
+    assert [o.ok for o in outcomes].count(False) == 1
+    assert len(outcomes) < 7  # sources queued behind the failure were never started
+    assert all(o.ok for o in outcomes if not o.source.endswith("a-empty.md"))
+    assert len(everything) == 7

@@ -372,3 +372,10 @@ def test_pdf_fixture_has_pages() -> None:
     assert chunks[0].page_start == 1
     assert chunks[-1].page_end == 3
     assert all(c.headings for c in chunks)
+
+
+def test_odd_separators_are_counted_exactly() -> None:
+    # \x1c-\x1f are whitespace to Python but not to tiktoken's regex: such documents are re-counted.
+    md = "# A\x1c\n\n" + "text\x1f more text here.\x1e\n\n" * 30
+    chunks = StructuredChunker(max_tokens=20).chunk_text(md)
+    check_invariants(chunks, 20)

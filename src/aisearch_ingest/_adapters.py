@@ -182,7 +182,7 @@ def iter_records(
         for outcome in done:
             yield from batch.records(outcome)
         if items:
-            outcomes = client.parse_many(items)
+            outcomes = client.parse_many(items, stop_on_error=batch.on_error == "raise")
             try:
                 for outcome in outcomes:
                     yield from batch.records(outcome)
@@ -202,7 +202,7 @@ async def aiter_records(
             for record in batch.records(outcome):
                 yield record
         if items:
-            outcomes = client.aparse_many(items)
+            outcomes = client.aparse_many(items, stop_on_error=batch.on_error == "raise")
             try:
                 async for outcome in outcomes:
                     for record in batch.records(outcome):

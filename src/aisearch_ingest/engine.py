@@ -123,22 +123,27 @@ class ParserEngine(ABC):
         *,
         max_concurrency: int | None = None,
         on_progress: ProgressCallback | None = None,
+        stop_on_error: bool = False,
     ) -> AsyncIterator[Outcome]:
         """Parse many inputs concurrently; yield an :class:`Outcome` per input as each finishes.
 
         Directories are expanded. An input that fails (bad file, service error, failed task...) yields an outcome
         with ``error`` set; the others go on. At most ``max_concurrency`` sources are in flight; the rate limit
-        applies to every HTTP call.
+        applies to every HTTP call. With ``stop_on_error=True`` no new source is started after the first failure,
+        while the ones already in flight finish (and are yielded); the sources never started yield nothing.
         """
         items = list(expand_inputs(sources))
         total = len(items)
         limit = anyio.Semaphore(max_concurrency or self.max_concurrency)
         send, receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=total or 1)
         done = 0
+        failed = anyio.Event()
 
         async def run_one(item: SourceLike) -> None:
             origin = _origin_of(item)
             async with limit:
+                if stop_on_error and failed.is_set():
+                    return
                 try:
                     prepared = self._prepare(item)
                     origin = prepared.origin
@@ -152,6 +157,8 @@ class ParserEngine(ABC):
                     err = APIConnectionError(f"{origin}: unexpected {type(exc).__name__}: {exc}", source=origin)
                     err.__cause__ = exc
                     outcome = Outcome(origin, error=err)
+            if outcome.error is not None:
+                failed.set()
             await send.send(outcome)
 
         async def produce() -> None:
@@ -188,6 +195,7 @@ class ParserEngine(ABC):
         *,
         max_concurrency: int | None = None,
         on_progress: ProgressCallback | None = None,
+        stop_on_error: bool = False,
     ) -> Iterator[Outcome]:
         """Blocking :meth:`aparse_many`: yields outcomes as they complete."""
         out: queue.Queue[Any] = queue.Queue()
@@ -195,7 +203,7 @@ class ParserEngine(ABC):
         async def drain() -> None:
             try:
                 async for outcome in self.aparse_many(
-                    sources, max_concurrency=max_concurrency, on_progress=on_progress
+                    sources, max_concurrency=max_concurrency, on_progress=on_progress, stop_on_error=stop_on_error
                 ):
                     out.put(outcome)
             except BaseException as exc:  # surfaced in the caller's thread

@@ -8,7 +8,7 @@ chunk texts alone (plus whether the framework attached a heading breadcrumb):
 
 * time: median over runs of the wall time to chunk the whole corpus; ``× floor`` is the median over runs of that
   time divided by the time tiktoken (``encode_ordinary``, cl100k_base) needs to encode the same documents, measured
-  right before it (the machine is shared, so each run is paired with its own floor).
+  right before it (the machine is shared, so each run is paired with its own floor, and the chunkers take turns).
 * over budget / under 32: chunks whose text is > 512 / < 32 cl100k tokens.
 * rows split mid-row: table rows (markdown pipe rows, HTML ``<tr>``) that no chunk holds whole while their first and
   last thirds sit in different chunks.
@@ -385,24 +385,31 @@ def bench(
 
     build = md_structure if kind == "markdown" else html_structure
     structures = [build(d, count) for d in docs]
-    rows = []
-    for name, fn in chunkers.items():
-        n = runs if name.startswith("aisearch") else peer_runs
-        times: list[float] = []
-        ratios: list[float] = []
-        outs: list[list[Out]] = []
-        for _ in range(n):
+    # Round-robin: every run times each chunker once (fewer runs for the slow peers), each right after its own
+    # tiktoken floor, so load on the shared machine falls on all chunkers alike.
+    names = list(chunkers)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    ratios: dict[str, list[float]] = {name: [] for name in names}
+    outs: dict[str, list[list[Out]]] = {}
+    for rep in range(max(runs, peer_runs)):
+        for name in names:
+            if rep >= (runs if name.startswith("aisearch") else peer_runs):
+                continue
+            fn = chunkers[name]
             floor = timed(lambda: [enc.encode_ordinary(d) for d in docs])
             result: list[list[Out]] = []
             took = timed(lambda: result.extend(fn(d) for d in docs))  # noqa: B023
-            times.append(took)
-            ratios.append(took / floor)
-            outs = result
+            times[name].append(took)
+            ratios[name].append(took / floor)
+            outs[name] = result
+        print(f"  run {rep + 1} done", file=sys.stderr, flush=True)
+    rows = []
+    for name in names:
         fig = Figures()
-        for o, s in zip(outs, structures, strict=False):
+        for o, s in zip(outs[name], structures, strict=False):
             check(o, s, count, fig)
-        rows.append((name, statistics.median(times), statistics.median(ratios), fig))
-        print(f"  {name}: {statistics.median(times):.2f} s", file=sys.stderr, flush=True)
+        rows.append((name, statistics.median(times[name]), statistics.median(ratios[name]), fig))
+        print(f"  {name}: {statistics.median(times[name]):.2f} s", file=sys.stderr, flush=True)
     f0 = rows[0][3]
     size = sum(len(d.encode()) for d in docs) / 1e6
     lines = [

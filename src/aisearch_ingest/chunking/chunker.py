@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -22,7 +21,11 @@ CONTENT_TYPES = ("markdown", "html", "latex", "plain", "text", "json")
 
 # Characters Python's str.isspace() calls whitespace but tiktoken's regex (Unicode White_Space) does not: a document
 # containing them is counted without the additivity shortcut.
-_ODD_SPACE = re.compile("[\x1c-\x1f]")
+_ODD_SPACE = "\x1c\x1d\x1e\x1f"
+
+
+def _odd(text: str) -> bool:
+    return any(ch in text for ch in _ODD_SPACE)
 
 _ALIASES = {"md": "markdown", "text": "plain", "txt": "plain", "htm": "html", "tex": "latex"}
 
@@ -133,7 +136,7 @@ class StructuredChunker:
         Returns:
             The chunks in document order (``page_start``/``page_end`` are None).
         """
-        return self._pack(self.atoms(text, content_type), _ODD_SPACE.search(text) is not None)
+        return self._pack(self.atoms(text, content_type), _odd(text))
 
     def chunk_pages(self, pages: Sequence[tuple[int, str]], content_type: str = "markdown") -> list[Chunk]:
         """Chunk a paged document; chunks may span pages and the heading context carries across pages.
@@ -149,7 +152,7 @@ class StructuredChunker:
         atoms: list[Atom] = []
         odd = False
         for number, page_text in pages:
-            odd = odd or _ODD_SPACE.search(page_text) is not None
+            odd = odd or _odd(page_text)
             page_atoms = self.atoms(page_text, content_type, page=number, state=state)
             if atoms and page_atoms:
                 atoms[-1].sep = "\n\n"
