@@ -260,3 +260,21 @@ def test_stop_on_error_starts_nothing_new_but_settles_in_flight(tmp_path: Path) 
     assert len(outcomes) < 7  # sources queued behind the failure were never started
     assert all(o.ok for o in outcomes if not o.source.endswith("a-empty.md"))
     assert len(everything) == 7
+
+
+def test_an_unclosed_client_does_not_hang_interpreter_exit(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "unclosed.py"
+    script.write_text(
+        "from aisearch_ingest import DocumentAnalyzer\n"
+        "from aisearch_ingest.emulator import Emulator\n"
+        "emu = Emulator().start()\n"
+        "client = DocumentAnalyzer(endpoint=emu.url, api_key='k')\n"
+        "print(client.parse(b'# hi', file_name='a.md').content_type)\n"
+        "emu.stop()\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "html"

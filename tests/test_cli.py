@@ -138,7 +138,9 @@ def test_page_mode_and_qwen_service(tmp_path: Path) -> None:
     )
     assert code == 0
     (record,) = [json.loads(line) for line in out_q.read_text().splitlines()]
-    assert record["metadata"]["service"] == "qwen-ocr" and record["metadata"]["ocr_task"] == "key_information_extraction"
+    assert (
+        record["metadata"]["service"] == "qwen-ocr" and record["metadata"]["ocr_task"] == "key_information_extraction"
+    )
     assert record["metadata"]["content_type"] == "json" and record["metadata"]["usage_image_tokens"] > 0
 
 

@@ -133,6 +133,18 @@ def test_saved_notebook_carries_its_outputs(name: str) -> None:
         assert "execution" not in cell.metadata, "timing metadata saved"
 
 
+def coalesce_streams(outputs: list[nbformat.NotebookNode]) -> list[nbformat.NotebookNode]:
+    """Merge consecutive stdout (or stderr) outputs, so how the kernel flushed does not change the saved file."""
+    merged: list[nbformat.NotebookNode] = []
+    for out in outputs:
+        last = merged[-1] if merged else None
+        if last is not None and out.output_type == last.output_type == "stream" and out.name == last.name:
+            last.text += out.text
+        else:
+            merged.append(out)
+    return merged
+
+
 def save(name: str) -> float:
     """Execute one notebook and write it back with its outputs; returns the seconds it took."""
     start = time.perf_counter()
@@ -142,6 +154,8 @@ def save(name: str) -> float:
     nb.metadata["language_info"] = {"name": "python"}  # no interpreter version: the same file on every machine
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = coalesce_streams(cell.outputs)
     nbformat.validate(nb)
     nbformat.write(nb, NOTEBOOK_DIR / f"{name}.ipynb")
     return seconds

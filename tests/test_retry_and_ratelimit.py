@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import itertools
 
 import pytest
 
@@ -114,5 +115,5 @@ async def test_acquire_waits_for_both_rules() -> None:
     for _ in range(9):
         await limiter.acquire(fake_sleep)
         starts.append(clock.now)
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert gaps == pytest.approx([0.25] * 8)

@@ -9,19 +9,18 @@ service object (anyio's blocking portal), so they never call ``asyncio.run()`` o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Future
-from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import anyio
-import anyio.from_thread
-from anyio.from_thread import BlockingPortal
 
 from .errors import AISearchIngestError, APIConnectionError
 from .results import Outcome, ParseResult
@@ -41,25 +40,58 @@ _SENTINEL = object()
 
 
 class _Portal:
-    """A private event loop on a daemon thread, started on first use and shared by one service object."""
+    """A private event loop on a daemon thread, started on first use and owned by one service object.
+
+    A daemon thread (not a thread pool, not ``asyncio.run``): a client nobody closed never keeps the interpreter
+    from exiting, and the caller's own event loop, if any, is never touched.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cm: AbstractContextManager[BlockingPortal] | None = None
-        self._portal: BlockingPortal | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
-    def get(self) -> BlockingPortal:
-        with self._lock:
-            if self._portal is None:
-                self._cm = anyio.from_thread.start_blocking_portal("asyncio")
-                self._portal = self._cm.__enter__()
-            return self._portal
+    @property
+    def started(self) -> bool:
+        return self._loop is not None
 
-    def close(self) -> None:
+    def loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
-            cm, self._cm, self._portal = self._cm, None, None
-        if cm is not None:
-            cm.__exit__(None, None, None)
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                thread = threading.Thread(target=run, name="aisearch-ingest-loop", daemon=True)
+                thread.start()
+                ready.wait()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def submit(self, func: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> Future[T]:
+        """Schedule ``func(*args)`` on the private loop; cancelling the future cancels the task."""
+        loop = self.loop()
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("the blocking API cannot be called from inside its own event loop; use the async API")
+        return asyncio.run_coroutine_threadsafe(func(*args), loop)
+
+    def call(self, func: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        return self.submit(func, *args).result()
+
+    def close(self, *, wait: bool = True) -> None:
+        with self._lock:
+            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        if wait:
+            thread.join(timeout=10)
+            if not thread.is_alive():
+                loop.close()
 
 
 class ParserEngine(ABC):
@@ -177,8 +209,8 @@ class ParserEngine(ABC):
 
     # -- blocking API --------------------------------------------------------------------------------------------
 
-    def _portal_call(self, func: Callable[..., Any], *args: Any) -> Any:
-        return self._portal.get().call(func, *args)
+    def _portal_call(self, func: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        return self._portal.call(func, *args)
 
     def parse(self, source: SourceLike, *, file_name: str | None = None) -> ParseResult:
         """Blocking :meth:`aparse`. Safe inside Jupyter and inside a running event loop."""
@@ -212,7 +244,7 @@ class ParserEngine(ABC):
             finally:
                 out.put(_SENTINEL)
 
-        future: Future[None] = self._portal.get().start_task_soon(drain)
+        future: Future[None] = self._portal.submit(drain)
         try:
             while True:
                 item = out.get()
@@ -230,9 +262,9 @@ class ParserEngine(ABC):
     def close(self) -> None:
         """Close the private loop and its HTTP connections (async users: ``await aclose()``)."""
         portal = self._portal
-        if portal._portal is not None:
+        if portal.started:
             try:
-                portal.get().call(self._aclose_transports)
+                portal.call(self._aclose_transports)
             finally:
                 portal.close()
 
@@ -253,12 +285,10 @@ class ParserEngine(ABC):
         await self.aclose()
 
     def __del__(self) -> None:  # pragma: no cover - best effort
-        try:
-            portal = self.__dict__.get("_portal")
-            if portal is not None and portal._portal is not None:
-                portal.close()
-        except Exception:
-            pass
+        portal = self.__dict__.get("_portal")
+        if portal is not None and portal.started:
+            # Never block in a finalizer: at interpreter exit the loop thread may already be frozen.
+            portal.close(wait=not sys.is_finalizing())
 
 
 def _origin_of(item: SourceLike) -> str:

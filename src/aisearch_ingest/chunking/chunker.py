@@ -27,6 +27,7 @@ _ODD_SPACE = "\x1c\x1d\x1e\x1f"
 def _odd(text: str) -> bool:
     return any(ch in text for ch in _ODD_SPACE)
 
+
 _ALIASES = {"md": "markdown", "text": "plain", "txt": "plain", "htm": "html", "tex": "latex"}
 
 
@@ -111,7 +112,8 @@ class StructuredChunker:
         ctype = _ALIASES.get(content_type.lower(), content_type.lower())
         heading_state = state if isinstance(state, HeadingState) else HeadingState()
         if ctype == "markdown":
-            return markdown_atoms(text, heading_state, page)
+            counter = None if _odd(text) else self._counter
+            return markdown_atoms(text, heading_state, page, counter)
         if ctype == "html":
             from .html import html_atoms
 
@@ -155,7 +157,10 @@ class StructuredChunker:
             odd = odd or _odd(page_text)
             page_atoms = self.atoms(page_text, content_type, page=number, state=state)
             if atoms and page_atoms:
-                atoms[-1].sep = "\n\n"
+                joint = atoms[-1]
+                joint.sep = "\n\n"
+                joint.n = joint.nf = -1  # counted without a separator: count again
+                joint.joined = None
             atoms.extend(page_atoms)
         return self._pack(atoms, odd)
 

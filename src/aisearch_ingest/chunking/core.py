@@ -94,9 +94,11 @@ class Atom:
     __slots__ = (
         "group",
         "head_parts",
+        "joined",
         "kind",
         "last_in_group",
         "level",
+        "line_n",
         "n",
         "nf",
         "page",
@@ -131,6 +133,8 @@ class Atom:
         self.parts: list[str] | None = None  # pre-cut sub-blocks (HTML table rows), joined by newlines in text
         self.head_parts = 0  # how many leading parts form a repeatable header
         self.pieces: list[Atom] | None = None  # line atoms, when the block was counted line by line
+        self.joined: str | None = None  # text + sep, kept from counting for the assembly
+        self.line_n: list[int] | None = None  # token counts of the non-blank lines (with what follows each)
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Atom({self.kind}, {self.text[:40]!r}, n={self.n})"
@@ -145,26 +149,71 @@ def count_atoms(atoms: Sequence[Atom], counter: TokenCounter, line_chars: int = 
     todo = [a for a in atoms if a.n < 0]
     if not todo:
         return
-    if line_chars > 0 and counter.additive:
-        split: list[Atom] = []
-        for a in todo:
-            if len(a.text) > line_chars and a.parts is None and a.kind != "heading" and "\n" in a.text:
-                a.pieces = _line_atoms(a, a.text, a.sep, a.kind)
-                split.append(a)
-        if split:
-            lines = [x for a in split for x in a.pieces or ()]
-            count_atoms(lines, counter)
-            for a in split:
-                a.n = sum(x.n for x in a.pieces or ())
-                if not a.sep:
-                    a.nf = a.n
-            todo = [a for a in todo if a.n < 0]
-    texts = [a.text + a.sep for a in todo]
-    counts = counter.count_many(texts, sum(map(len, texts)))
-    for a, n in zip(todo, counts, strict=False):
-        a.n = n
+    units: list[Atom] = []
+    split: list[Atom] = []
+    by_line = line_chars > 0 and counter.additive
+    for a in todo:
+        if by_line and len(a.text) > line_chars and a.parts is None and a.kind != "heading" and "\n" in a.text:
+            a.pieces = _line_atoms(a, a.text, a.sep, a.kind)
+            units.extend(a.pieces)
+            split.append(a)
+        else:
+            units.append(a)
+    texts = [u.text + u.sep for u in units]
+    counts: list[int] | None = None
+    if counter.additive and len(units) > 1:
+        counts = _count_runs(units, texts, counter)
+    if counts is None:
+        counts = counter.count_many(texts)
+    for u, n, t in zip(units, counts, texts, strict=True):
+        u.n = n
+        u.joined = t
+        if not u.sep:
+            u.nf = n
+    for a in split:
+        a.n = sum(x.n for x in a.pieces or ())
         if not a.sep:
-            a.nf = n
+            a.nf = a.n
+
+
+def _count_runs(todo: Sequence[Atom], texts: list[str], counter: TokenCounter) -> list[int] | None:
+    """Count atoms with one encode per run of additive joins (see ``TokenCounter.count_joined``).
+
+    Texts seen before (repeated blocks: YAML front matter, closing fences, boilerplate) come from the counter's
+    cache; the rest are still concatenated and encoded once, as joins between safe atoms stay additive whatever
+    sits between them in the source.
+    """
+    cache = counter.block_cache
+    counts: list[int] = [0] * len(todo)
+    run: list[int] = []  # indexes still to encode, all joined safely
+    last = len(todo) - 1
+
+    def flush() -> bool:
+        if run:
+            part = counter.count_joined([texts[k] for k in run])
+            if part is None:
+                return False
+            for k, c in zip(run, part, strict=True):
+                counts[k] = c
+                if len(texts[k]) <= 512:
+                    cache[texts[k]] = c
+            run.clear()
+        return True
+
+    for i, a in enumerate(todo):
+        t = texts[i]
+        hit = cache.get(t)
+        if hit is not None:
+            counts[i] = hit
+            continue
+        run.append(i)
+        if (i == last or not a.sep.endswith("\n") or not a.safe) and not flush():
+            return None
+    if not flush():
+        return None
+    if len(cache) > 200_000:
+        cache.clear()
+    return counts
 
 
 def final_tokens(a: Atom, counter: TokenCounter) -> int:
@@ -203,9 +252,9 @@ def final_tokens(a: Atom, counter: TokenCounter) -> int:
             if all(ch in _ASCII_PUNCT or ch == " " or ch > "\x7f" for ch in piece):
                 a.nf = (
                     a.n
-                    - counter.count(piece + sep[:nl])
+                    - counter.count_cached(piece + sep[:nl])
                     - (counter.count_cached(sep[nl:]) if nl < len(sep) else 0)
-                    + counter.count(piece)
+                    + counter.count_cached(piece)
                 )
                 return a.nf
     cut = text.rfind("\n") + 1
@@ -341,6 +390,13 @@ def _line_atoms(a: Atom, text: str, sep: str, kind: str) -> list[Atom]:
         pending = line[len(stripped) :]
     if out:
         out[-1].sep = pending + sep
+        line_n = a.line_n
+        if line_n is not None and len(line_n) == len(out) and text is a.text and sep is a.sep:
+            for atom, n in zip(out, line_n, strict=True):
+                atom.n = n
+            out[-1].nf = -1 if sep else out[-1].n
+        if text is a.text and sep is a.sep:
+            a.pieces = out
     return out
 
 
@@ -449,10 +505,10 @@ def _group_rows(
         head_tokens = 0
     # Room for one row in a continuation chunk: the header, and the closing text plus a newline.
     room = budget - head_tokens - (group.tail_tokens + 1 if tail else 0)
-    out: list[Atom] = list(head)
-    for atom in head:
+    out: list[Atom] = list(group.head)
+    for atom in group.head:
         atom.group = group
-    for atom in body:
+    for atom in body if group.head else head + body:
         atom.group = group
         if atom.n <= room or final_tokens(atom, counter) <= room:
             out.append(atom)
@@ -565,17 +621,19 @@ class _Builder:
         self.safe = True
 
 
+def _joined(a: Atom) -> str:
+    j = a.joined
+    if j is not None and len(j) == len(a.text) + len(a.sep):
+        return j
+    return a.text + a.sep
+
+
 def _assemble(atoms: list[Atom], head: list[Atom]) -> str:
-    parts: list[str] = []
-    for h in head:
-        parts.append(h.text)
-        parts.append(h.sep)
-    last = len(atoms) - 1
-    for i, a in enumerate(atoms):
-        parts.append(a.text)
-        if i != last:
-            parts.append(a.sep)
     end = atoms[-1]
+    parts = [_joined(h) for h in head] if head else []
+    if len(atoms) > 1:
+        parts.extend([_joined(a) for a in atoms[:-1]])
+    parts.append(end.text)
     if end.group is not None and not end.last_in_group and end.group.tail is not None:
         parts.append(end.sep if "\n" in end.sep else "\n")
         parts.append(end.group.tail)
@@ -640,15 +698,17 @@ def pack(
         else:
             flat.append(a)
 
-    chunks: list[tuple[list[Atom], list[Atom]]] = []  # (head repeat, atoms)
+    # (head repeat, atoms, tokens of all of them with their separators, some join inside is not additive)
+    chunks: list[tuple[list[Atom], list[Atom], int, bool]] = []
     cur: list[Atom] = []
     head: list[Atom] = []
     joined = 0  # tokens of all atoms of cur (and head) with their separators
     head_tokens = 0
     crumb = 0  # reserved breadcrumb tokens
+    unsafe = False
 
     def start_with(a: Atom, seed: list[Atom]) -> None:
-        nonlocal cur, head, joined, crumb, head_tokens
+        nonlocal cur, head, joined, crumb, head_tokens, unsafe
         cur = list(seed)
         joined = sum(s.n for s in seed)
         first = cur[0] if cur else a
@@ -656,6 +716,7 @@ def pack(
         head = list(g.head) if g is not None and first not in g.head else []
         head_tokens = sum(h.n for h in head)
         joined += head_tokens
+        unsafe = any(not x.safe for x in head) or any(not x.safe for x in seed)
         crumb = max((crumb_tokens(x.path) for x in [*cur, a]), default=0) if include_headings else 0
 
     def fits(a: Atom) -> bool:
@@ -679,16 +740,17 @@ def pack(
     for a in flat:
         n = a.n
         if cur:
-            if a.level and joined - head_tokens >= min_tokens and not cur[-1].level:
-                chunks.append((head, cur))
+            last = cur[-1]
+            if a.level and not last.level and joined - head_tokens >= min_tokens:
+                chunks.append((head, cur, joined, unsafe))
                 start_with(a, [])
-            elif simple and a.group is None and joined + n <= max_tokens and cur[-1].safe:
+            elif simple and a.group is None and joined + n <= max_tokens and last.safe:
                 cur.append(a)
                 joined += n
                 continue
             elif not fits(a):
                 prev = cur
-                chunks.append((head, cur))
+                chunks.append((head, cur, joined, unsafe))
                 seed: list[Atom] = []
                 if overlap_tokens > 0:
                     total = 0
@@ -700,6 +762,8 @@ def pack(
                 start_with(a, seed)
                 while cur and not fits(a):  # the seed leaves no room: drop it
                     start_with(a, cur[1:])
+            if cur and not cur[-1].safe:
+                unsafe = True
         else:
             start_with(a, [])
         cur.append(a)
@@ -707,22 +771,21 @@ def pack(
         if include_headings:
             crumb = max(crumb, crumb_tokens(a.path))
     if cur:
-        chunks.append((head, cur))
+        chunks.append((head, cur, joined, unsafe))
 
     rows: list[tuple[str, int, tuple[str, ...], int | None, int | None, str]] = []
     pending = deque(chunks)
     while pending:
-        head, group_atoms = pending.popleft()
+        head, group_atoms, joined, unsafe = pending.popleft()
         text = _assemble(group_atoms, head)
         end = group_atoms[-1]
-        if counter.additive and all(x.safe for x in group_atoms[:-1]) and all(x.safe for x in head):
-            tokens = sum(h.n for h in head) + sum(x.n for x in group_atoms[:-1])
+        if counter.additive and not unsafe and joined >= 0:
             if end.group is not None and not end.last_in_group and end.group.tail is not None:
-                tokens += end.n + end.group.tail_tokens
+                tokens = joined + end.group.tail_tokens
                 if not end.sep.endswith("\n"):
                     tokens = counter.count(text)
             else:
-                tokens += final_tokens(end, counter)
+                tokens = joined - end.n + final_tokens(end, counter)
         else:
             tokens = counter.count(text)
         path = _chunk_path(group_atoms)
@@ -733,8 +796,8 @@ def pack(
             # Only reachable when counts do not add up (a length function): give the last atom to the next chunk.
             moved = group_atoms.pop()
             nxt_head = list(moved.group.head) if moved.group is not None and moved not in moved.group.head else []
-            pending.appendleft((nxt_head, [moved]))
-            pending.appendleft((head, group_atoms))
+            pending.appendleft((nxt_head, [moved], -1, True))
+            pending.appendleft((head, group_atoms, -1, True))
             continue
         kinds = {_KIND_OF.get(x.kind, "text") for x in group_atoms}
         kind = kinds.pop() if len(kinds) == 1 else str(_dominant([*head, *group_atoms], "kind"))

@@ -11,9 +11,11 @@ cell order survive exactly. The tests compare the block boundaries with markdown
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from itertools import accumulate
 
 from .core import Atom
+from .tokens import TokenCounter
 
 __all__ = ["HeadingState", "clean_heading", "markdown_atoms"]
 
@@ -41,6 +43,8 @@ _INLINE_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _INLINE_TAG = re.compile(r"</?[A-Za-z][^>]*>")
 _INLINE_MARK = re.compile(r"(\*\*|__|`+)")
 
+_PLUS_ONE = (1).__add__
+
 # First characters (after up to three spaces) that may start a block other than a paragraph.
 _SPECIAL = frozenset("#`~$\\-*+_>|<=0123456789")
 
@@ -59,20 +63,24 @@ def clean_heading(title: str) -> str:
 class HeadingState:
     """The heading stack, carried from page to page."""
 
-    __slots__ = ("path", "stack")
+    __slots__ = ("levels", "path", "titles")
 
     def __init__(self) -> None:
-        self.stack: list[tuple[int, str]] = []
+        self.levels: list[int] = []
+        self.titles: list[str] = []
         self.path: tuple[str, ...] = ()
 
     def push(self, level: int, title: str) -> tuple[str, ...]:
         """Enter a heading of ``level`` (1 = outermost) and return the new path."""
-        stack = self.stack
-        while stack and stack[-1][0] >= level:
-            stack.pop()
+        levels = self.levels
+        titles = self.titles
+        while levels and levels[-1] >= level:
+            levels.pop()
+            titles.pop()
         if title:
-            stack.append((level, title))
-        self.path = tuple(t for _, t in stack)
+            levels.append(level)
+            titles.append(title)
+        self.path = tuple(titles)
         return self.path
 
 
@@ -135,17 +143,25 @@ def _cells(row: str) -> int:
     return s.replace("\\|", "").count("|") + 1
 
 
-def _fence_end(lines: list[str], i: int, n: int, indent: int, ch: str, size: int) -> int:
-    """Index one past the closing fence line of the fence opened at ``i`` (``n`` if unclosed)."""
-    j = i + 1
-    closer = ch * size
-    while j < n:
-        line = lines[j]
-        s = line.lstrip(" ")
-        if s.startswith(closer) and len(line) - len(s) <= indent + 3 and not s.strip(ch).strip():
-            return j + 1
-        j += 1
-    return n
+# A line that is blank or starts (after up to three spaces) with a character that may open a block.
+_PARA_STOP = re.compile(r"^(?:[^\S\n]*$| {0,3}[#`~$\\\-*+_>|<=0-9])", re.M)
+_CLOSERS: dict[tuple[int, str, int], re.Pattern[str]] = {}
+
+
+def _fence_end_fast(text: str, starts: list[int], i: int, n: int, indent: int, ch: str, size: int) -> int:
+    """Index one past the closing fence line of the fence opened at line ``i`` (``n`` if unclosed)."""
+    key = (min(indent, 64), ch, size)
+    pattern = _CLOSERS.get(key)
+    if pattern is None:
+        pattern = re.compile(rf"^ {{0,{key[0] + 3}}}{re.escape(ch)}{{{size},}}[^\S\n]*$", re.M)
+        if len(_CLOSERS) < 256:
+            _CLOSERS[key] = pattern
+    if i + 1 >= n:
+        return n
+    found = pattern.search(text, starts[i + 1])
+    if found is None:
+        return n
+    return bisect_right(starts, found.start())
 
 
 def _math_opener(s: str) -> bool:
@@ -179,8 +195,12 @@ def _math_end(lines: list[str], i: int, n: int, close: str) -> int:
     return blank if blank >= 0 else n
 
 
-def _scan(lines: list[str]) -> list[tuple[str, int, int, int, str]]:
-    """Block boundaries: (kind, first line, end line (exclusive), heading level, heading title)."""
+def _scan(lines: list[str], text: str, starts: list[int]) -> list[tuple[str, int, int, int, str]]:
+    """Block boundaries: (kind, first line, end line (exclusive), heading level, heading title).
+
+    ``text`` is ``"\\n".join(lines)`` and ``starts[i]`` the offset of line ``i`` in it: paragraphs and code fences
+    are run through with a regex search instead of line by line.
+    """
     n = len(lines)
     blocks: list[tuple[str, int, int, int, str]] = []
     append = blocks.append
@@ -224,7 +244,7 @@ def _scan(lines: list[str]) -> list[tuple[str, int, int, int, str]]:
             elif c in "`~":
                 m = _FENCE.match(line)
                 if m is not None and not (m.group(2)[0] == "`" and "`" in m.group(3)):
-                    end = _fence_end(lines, i, n, len(m.group(1)), m.group(2)[0], len(m.group(2)))
+                    end = _fence_end_fast(text, starts, i, n, len(m.group(1)), m.group(2)[0], len(m.group(2)))
                     while end - 1 > i and _is_blank(lines[end - 1]):
                         end -= 1
                     append(("code", i, end, 0, ""))
@@ -290,33 +310,41 @@ def _scan(lines: list[str]) -> list[tuple[str, int, int, int, str]]:
             if c in "-*+" or c.isdigit():
                 m = _LIST.match(line)
                 if m is not None:
-                    i = _list_item(lines, i, n, m, append)
+                    i = _list_item(lines, text, starts, i, n, m, append)
                     continue
         if "|" in line and nxt is not None and "-" in nxt and _DELIM.match(nxt) and _cells(line) == _cells(nxt):
             j = i + 2
             while j < n:
                 lj = lines[j]
+                if lj[:1] == "|" or lj.lstrip(" ")[:1] == "|":
+                    j += 1
+                    continue
                 if not lj or lj.isspace() or "|" not in lj or _interrupts(lj, None):
                     break
                 j += 1
             append(("table", i, j, 0, ""))
             i = j
             continue
-        # Paragraph (possibly a setext heading).
+        # Paragraph (possibly a setext heading): jump to the next line that is blank or starts with a character
+        # that may open another block, and check only those.
         j = i + 1
         kind = "text"
         while j < n:
+            found = _PARA_STOP.search(text, starts[j])
+            if found is None:
+                j = n
+                break
+            j = bisect_right(starts, found.start()) - 1
             lj = lines[j]
             if not lj or lj.isspace():
                 break
             f = lj.lstrip(" ")[:1]
-            if f in _SPECIAL:
-                if (f == "=" or f == "-") and _SETEXT.match(lj):
-                    kind = "setext1" if f == "=" else "setext2"
-                    j += 1
-                    break
-                if _interrupts(lj, lines[j + 1] if j + 1 < n else None):
-                    break
+            if (f == "=" or f == "-") and _SETEXT.match(lj):
+                kind = "setext1" if f == "=" else "setext2"
+                j += 1
+                break
+            if _interrupts(lj, lines[j + 1] if j + 1 < n else None):
+                break
             j += 1
         if kind == "text":
             append(("text", i, j, 0, ""))
@@ -327,7 +355,7 @@ def _scan(lines: list[str]) -> list[tuple[str, int, int, int, str]]:
     return blocks
 
 
-def _list_item(lines: list[str], i: int, n: int, m: re.Match[str], append: object) -> int:
+def _list_item(lines: list[str], text: str, starts: list[int], i: int, n: int, m: re.Match[str], append: object) -> int:
     """Scan one list item starting at line ``i`` (nested content included); return the line after it."""
     line = lines[i]
     pad = m.group(3)
@@ -347,7 +375,7 @@ def _list_item(lines: list[str], i: int, n: int, m: re.Match[str], append: objec
         if ind >= content:
             fm = _FENCE.match(lj)
             if fm is not None and not (fm.group(2)[0] == "`" and "`" in fm.group(3)):
-                end = _fence_end(lines, j, n, len(fm.group(1)), fm.group(2)[0], len(fm.group(2)))
+                end = _fence_end_fast(text, starts, j, n, len(fm.group(1)), fm.group(2)[0], len(fm.group(2)))
                 while end - 1 > j and _is_blank(lines[end - 1]):
                     end -= 1
                 last = end - 1
@@ -369,13 +397,17 @@ def _list_item(lines: list[str], i: int, n: int, m: re.Match[str], append: objec
     return last + 1
 
 
-def markdown_atoms(text: str, state: HeadingState | None = None, page: int | None = None) -> list[Atom]:
+def markdown_atoms(
+    text: str, state: HeadingState | None = None, page: int | None = None, counter: TokenCounter | None = None
+) -> list[Atom]:
     """Cut markdown into atoms (slices of ``text``), tracking the heading path in ``state``.
 
     Args:
         text: the markdown.
         state: heading stack to continue from (a new one if None); updated in place.
         page: page number stamped on every atom.
+        counter: when given (and its counts are additive), every atom's token count is filled in here, from one
+            count per non-blank line (see :func:`count_lines`).
 
     Returns:
         The atoms; the last one has an empty separator.
@@ -383,17 +415,17 @@ def markdown_atoms(text: str, state: HeadingState | None = None, page: int | Non
     if state is None:
         state = HeadingState()
     lines = text.split("\n")
-    blocks = _scan(lines)
+    starts = list(accumulate(map(_PLUS_ONE, map(len, lines)), initial=0))  # offset of each line
+    blocks = _scan(lines, text, starts)
     if not blocks:
         return []
-    offs = list(accumulate(map(len, lines), initial=0))  # offs[i] + i = start of line i
     atoms: list[Atom] = []
     path = state.path
     prev_end = -1
     prev: Atom | None = None
     for kind, s, e, level, title in blocks:
-        start = offs[s] + s
-        end = offs[e - 1] + e - 1 + len(lines[e - 1].rstrip())
+        start = starts[s]
+        end = starts[e - 1] + len(lines[e - 1].rstrip())
         if prev is not None:
             prev.sep = text[prev_end:start]
         if kind == "heading":
@@ -402,4 +434,58 @@ def markdown_atoms(text: str, state: HeadingState | None = None, page: int | Non
         atoms.append(atom)
         prev = atom
         prev_end = end
+    if counter is not None and counter.additive:
+        count_lines(text, [starts[b[1]] for b in blocks], prev_end, atoms, counter)
     return atoms
+
+
+_LINE_START = re.compile(r"^[^\S\n]*\S", re.M)
+
+
+def count_lines(text: str, block_starts: list[int], end: int, atoms: list[Atom], counter: TokenCounter) -> bool:
+    """Fill the token counts of ``atoms`` (slices of ``text`` starting at ``block_starts``, the last ending at
+    ``end``) from counts of their lines.
+
+    Each non-blank line, with the whitespace up to the next one, is a unit: units join at line starts, so their
+    counts add up exactly (cl100k_base), and a line seen before is not encoded again (documentation repeats many
+    lines: closing fences, front-matter keys, table rules). Blocks that span many lines keep their line counts, so
+    splitting them later needs no second encode.
+
+    Returns:
+        False (counts left unset) when the fast path is unavailable.
+    """
+    unit_starts = [m.start() for m in _LINE_START.finditer(text, block_starts[0], end)]
+    if not unit_starts:
+        return False
+    bounds = [*unit_starts[1:], end]
+    units = [text[a:b] for a, b in zip(unit_starts, bounds, strict=True)]
+    cache = counter.block_cache
+    counts: list[int] = [0] * len(units)
+    misses: list[int] = []
+    for k, unit in enumerate(units):
+        hit = cache.get(unit)
+        if hit is None:
+            misses.append(k)
+        else:
+            counts[k] = hit
+    if misses:
+        got = counter.count_joined([units[k] for k in misses])
+        if got is None:
+            return False
+        for k, c in zip(misses, got, strict=True):
+            counts[k] = c
+            if len(units[k]) <= 256:
+                cache[units[k]] = c
+        if len(cache) > 200_000:
+            cache.clear()
+    prefix = list(accumulate(counts, initial=0))
+    first = [bisect_right(unit_starts, b) - 1 for b in block_starts]
+    first.append(len(units))
+    for i, atom in enumerate(atoms):
+        lo, hi = first[i], first[i + 1]
+        atom.n = prefix[hi] - prefix[lo]
+        if hi - lo > 1 and len(atom.text) > 256:
+            atom.line_n = counts[lo:hi]
+    last = atoms[-1]
+    last.nf = last.n
+    return True
