@@ -152,3 +152,34 @@ def test_estimate_prints_calls_and_tokens_without_sending(capsys: pytest.Capture
     assert "nothing was sent" in out
     pdf_row = next(line for line in out.splitlines() if "annual_report.pdf" in line)
     assert " 3 " in pdf_row  # three pages → three Qwen-OCR calls
+
+
+def test_emulator_command_serves_until_stopped() -> None:
+    import re
+
+    import httpx
+
+    exe = Path(sys.executable).with_name("aisearch-ingest")
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "aisearch_ingest.cli"]
+    proc = subprocess.Popen(
+        [*command, "emulator", "--port", "0", "--api-key", "cli-secret-key"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_clean_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:\d+", first)
+        assert match, first
+        assert "cli-secret-key" not in first
+        url = match.group(0)
+        path = "/v3/openapi/workspaces/default/document-analyze/ops-document-analyze-001/async/task-status"
+        ok = httpx.get(url + path, params={"task_id": "nope"}, headers={"Authorization": "Bearer cli-secret-key"})
+        assert ok.status_code == 404 and ok.json()["code"] == "BadRequest.TaskNotExist"
+        wrong = httpx.get(url + path, params={"task_id": "nope"}, headers={"Authorization": "Bearer other"})
+        assert wrong.status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
