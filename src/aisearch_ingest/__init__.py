@@ -6,6 +6,7 @@ The core imports no framework; LangChain classes live in :mod:`aisearch_ingest.l
 
 from ._version import __version__
 from .aisearch import DocumentAnalyzer, ImageAnalyzer, PollPolicy
+from .chunking import Chunk, StructuredChunker, get_encoding
 from .errors import (
     AISearchIngestError,
     APIConnectionError,
@@ -40,6 +41,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "Chunk",
     "ConfigurationError",
     "ContentInspectionError",
     "DocumentAnalyzer",
@@ -58,11 +60,13 @@ __all__ = [
     "ServerError",
     "Source",
     "StreamError",
+    "StructuredChunker",
     "TaskError",
     "TaskFailedError",
     "TaskTimeoutError",
     "__version__",
     "estimate_file",
     "estimate_image_tokens",
+    "get_encoding",
     "load_source",
 ]

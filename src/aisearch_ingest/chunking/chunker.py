@@ -88,6 +88,11 @@ class StructuredChunker:
             f"min_tokens={self.min_tokens})"
         )
 
+    def clear_cache(self) -> None:
+        """Forget the token counts of repeated blocks memoised across documents (bounded; exact either way)."""
+        self._counter.block_cache.clear()
+        self._exact.block_cache.clear()
+
     def count_tokens(self, text: str) -> int:
         """Exact token count of ``text`` with this chunker's encoding or length function."""
         return self._counter.count(text)
@@ -112,8 +117,7 @@ class StructuredChunker:
         ctype = _ALIASES.get(content_type.lower(), content_type.lower())
         heading_state = state if isinstance(state, HeadingState) else HeadingState()
         if ctype == "markdown":
-            counter = None if _odd(text) else self._counter
-            return markdown_atoms(text, heading_state, page, counter)
+            return markdown_atoms(text, heading_state, page)
         if ctype == "html":
             from .html import html_atoms
 

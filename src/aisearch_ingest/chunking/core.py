@@ -7,10 +7,13 @@ chunks greedily up to ``max_tokens``; atoms that do not fit alone are first spli
 (tables between rows with the header repeated, code between lines with the fence reopened, prose between sentences,
 then words, then tokens).
 
-Token counts are exact. Each atom is tokenised once together with its separator; because the separators end with a
+Token counts are exact. Each atom is counted once together with its separator; because the separators end with a
 newline and every atom's first line holds text, counts add up across joins for ``cl100k_base`` (see
-:mod:`.tokens`). The last atom of a chunk is counted without its separator by re-encoding only its last line. For
-other encodings or a custom length function, each assembled chunk is re-counted and trimmed if needed.
+:mod:`.tokens`), so the atoms of a document are concatenated and encoded in one call and each atom's count is read
+off the token byte lengths (atoms seen before come from a bounded cache). A chunk's count is the sum of its atoms',
+except that its last atom is counted without its separator: only the trailing punctuation piece can merge with the
+following newlines, so a couple of tiny encodes settle it. For other encodings or a custom length function, each
+assembled chunk is re-counted and trimmed if needed.
 """
 
 from __future__ import annotations
@@ -93,12 +96,12 @@ class Atom:
 
     __slots__ = (
         "group",
+        "head_len",
         "head_parts",
         "joined",
         "kind",
         "last_in_group",
         "level",
-        "line_n",
         "n",
         "nf",
         "page",
@@ -132,9 +135,9 @@ class Atom:
         self.last_in_group = False
         self.parts: list[str] | None = None  # pre-cut sub-blocks (HTML table rows), joined by newlines in text
         self.head_parts = 0  # how many leading parts form a repeatable header
+        self.head_len = 0  # length of a heading merged in front of this block (split off again if too big)
         self.pieces: list[Atom] | None = None  # line atoms, when the block was counted line by line
         self.joined: str | None = None  # text + sep, kept from counting for the assembly
-        self.line_n: list[int] | None = None  # token counts of the non-blank lines (with what follows each)
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Atom({self.kind}, {self.text[:40]!r}, n={self.n})"
@@ -168,49 +171,67 @@ def count_atoms(atoms: Sequence[Atom], counter: TokenCounter, line_chars: int = 
     for u, n, t in zip(units, counts, texts, strict=True):
         u.n = n
         u.joined = t
+    last = units[-1]
+    if not last.sep:
+        last.nf = last.n
+    for u in units:
         if not u.sep:
-            u.nf = n
+            u.nf = u.n
     for a in split:
         a.n = sum(x.n for x in a.pieces or ())
         if not a.sep:
             a.nf = a.n
 
 
+_CACHED_CHARS = 512  # longer texts rarely repeat, and hashing them costs more than it saves
+
+
 def _count_runs(todo: Sequence[Atom], texts: list[str], counter: TokenCounter) -> list[int] | None:
     """Count atoms with one encode per run of additive joins (see ``TokenCounter.count_joined``).
 
-    Texts seen before (repeated blocks: YAML front matter, closing fences, boilerplate) come from the counter's
-    cache; the rest are still concatenated and encoded once, as joins between safe atoms stay additive whatever
+    Short texts seen before (repeated blocks: YAML front matter, closing fences, boilerplate) come from the counter's
+    cache; the rest are still concatenated and encoded at once, as joins between safe atoms stay additive whatever
     sits between them in the source.
     """
     cache = counter.block_cache
+    get = cache.get
     counts: list[int] = [0] * len(todo)
-    run: list[int] = []  # indexes still to encode, all joined safely
-    last = len(todo) - 1
-
-    def flush() -> bool:
-        if run:
-            part = counter.count_joined([texts[k] for k in run])
-            if part is None:
-                return False
-            for k, c in zip(run, part, strict=True):
-                counts[k] = c
-                if len(texts[k]) <= 512:
-                    cache[texts[k]] = c
-            run.clear()
-        return True
-
-    for i, a in enumerate(todo):
-        t = texts[i]
-        hit = cache.get(t)
-        if hit is not None:
-            counts[i] = hit
+    misses: list[int] = []
+    first: dict[str, int] = {}  # short texts repeated within this call: encode the first, copy to the others
+    copies: list[tuple[int, int]] = []
+    for i, t in enumerate(texts):
+        if len(t) <= _CACHED_CHARS:
+            hit = get(t)
+            if hit is not None:
+                counts[i] = hit
+                continue
+            k = first.get(t)
+            if k is not None:
+                copies.append((i, k))
+                continue
+            first[t] = i
+        misses.append(i)
+    if not misses:
+        return counts
+    # Runs end after an atom whose join is not additive (no trailing newline, or cut inside a line).
+    start = 0
+    last = len(misses) - 1
+    for pos, i in enumerate(misses):
+        a = todo[i]
+        if pos != last and a.safe and a.sep[-1:] == "\n":
             continue
-        run.append(i)
-        if (i == last or not a.sep.endswith("\n") or not a.safe) and not flush():
+        run = misses[start : pos + 1]
+        part = counter.count_joined([texts[k] for k in run])
+        if part is None:
             return None
-    if not flush():
-        return None
+        for k, c in zip(run, part, strict=True):
+            counts[k] = c
+            t = texts[k]
+            if len(t) <= _CACHED_CHARS:
+                cache[t] = c
+        start = pos + 1
+    for i, k in copies:
+        counts[i] = counts[k]
     if len(cache) > 200_000:
         cache.clear()
     return counts
@@ -249,7 +270,8 @@ def final_tokens(a: Atom, counter: TokenCounter) -> int:
                 k -= 1
             piece = text[k:]
             nl = len(sep) - len(sep.lstrip("\r\n"))
-            if all(ch in _ASCII_PUNCT or ch == " " or ch > "\x7f" for ch in piece):
+            # The loop kept only punctuation (ASCII or not) and a leading space; DEL is neither to the regex.
+            if "\x7f" not in piece:
                 a.nf = (
                     a.n
                     - counter.count_cached(piece + sep[:nl])
@@ -390,11 +412,6 @@ def _line_atoms(a: Atom, text: str, sep: str, kind: str) -> list[Atom]:
         pending = line[len(stripped) :]
     if out:
         out[-1].sep = pending + sep
-        line_n = a.line_n
-        if line_n is not None and len(line_n) == len(out) and text is a.text and sep is a.sep:
-            for atom, n in zip(out, line_n, strict=True):
-                atom.n = n
-            out[-1].nf = -1 if sep else out[-1].n
         if text is a.text and sep is a.sep:
             a.pieces = out
     return out
@@ -420,6 +437,15 @@ def split_oversized(a: Atom, budget: int, counter: TokenCounter) -> list[Atom]:
     """
     kind = a.kind
     text = a.text
+    if a.head_len and kind != "heading":
+        # A heading merged with the block it introduces: split them apart again, the heading keeping its level.
+        body_start = len(text) - len(text[a.head_len :].lstrip())
+        head = Atom(text[: a.head_len], text[a.head_len : body_start], "heading", a.path, a.page, a.level)
+        body = Atom(text[body_start:], a.sep, kind, a.path, a.page)
+        count_atoms([head, body], counter)
+        if body.n <= budget or final_tokens(body, counter) <= budget:
+            return [head, body]
+        return [head, *split_oversized(body, budget, counter)]
     if kind == "table" and a.group is None:
         if a.parts is not None:
             rows = [Atom(p, "\n", "table", a.path, a.page) for p in a.parts]
@@ -709,6 +735,9 @@ def pack(
 
     def start_with(a: Atom, seed: list[Atom]) -> None:
         nonlocal cur, head, joined, crumb, head_tokens, unsafe
+        if not seed and a.group is None and not include_headings:
+            cur, head, joined, head_tokens, unsafe, crumb = [], [], 0, 0, False, 0
+            return
         cur = list(seed)
         joined = sum(s.n for s in seed)
         first = cur[0] if cur else a
@@ -741,7 +770,7 @@ def pack(
         n = a.n
         if cur:
             last = cur[-1]
-            if a.level and not last.level and joined - head_tokens >= min_tokens:
+            if a.level and last.kind != "heading" and joined - head_tokens >= min_tokens:
                 chunks.append((head, cur, joined, unsafe))
                 start_with(a, [])
             elif simple and a.group is None and joined + n <= max_tokens and last.safe:
@@ -750,6 +779,24 @@ def pack(
                 continue
             elif not fits(a):
                 prev = cur
+                # Headings must not dangle at the end of a chunk: carry them over with what they introduce.
+                k = len(cur)
+                while k > 1 and cur[k - 1].kind == "heading":
+                    k -= 1
+                if k < len(cur) and cur[k - 1].kind != "heading":
+                    carry = cur[k:]
+                    prev_head, prev_joined, prev_unsafe = head, joined, unsafe
+                    start_with(a, carry)
+                    if fits(a):
+                        chunks.append((prev_head, prev[:k], prev_joined - sum(c.n for c in carry), prev_unsafe))
+                        if cur and not cur[-1].safe:
+                            unsafe = True
+                        cur.append(a)
+                        joined += n
+                        if include_headings:
+                            crumb = max(crumb, crumb_tokens(a.path))
+                        continue
+                    head, joined, unsafe, cur = prev_head, prev_joined, prev_unsafe, prev
                 chunks.append((head, cur, joined, unsafe))
                 seed: list[Atom] = []
                 if overlap_tokens > 0:

@@ -15,7 +15,6 @@ from bisect import bisect_right
 from itertools import accumulate
 
 from .core import Atom
-from .tokens import TokenCounter
 
 __all__ = ["HeadingState", "clean_heading", "markdown_atoms"]
 
@@ -204,6 +203,10 @@ def _scan(lines: list[str], text: str, starts: list[int]) -> list[tuple[str, int
     n = len(lines)
     blocks: list[tuple[str, int, int, int, str]] = []
     append = blocks.append
+    special = _SPECIAL
+    para_stop = _PARA_STOP.search
+    interrupts = _interrupts
+    setext = _SETEXT.match
     i = 0
     while i < n:
         line = lines[i]
@@ -234,7 +237,7 @@ def _scan(lines: list[str], text: str, starts: list[int]) -> list[tuple[str, int
             s = line.lstrip()
         c = s[0]
         nxt = lines[i + 1] if i + 1 < n else None
-        if c in _SPECIAL:
+        if c in special:
             if c == "#":
                 m = _ATX.match(line)
                 if m is not None:
@@ -330,7 +333,7 @@ def _scan(lines: list[str], text: str, starts: list[int]) -> list[tuple[str, int
         j = i + 1
         kind = "text"
         while j < n:
-            found = _PARA_STOP.search(text, starts[j])
+            found = para_stop(text, starts[j])
             if found is None:
                 j = n
                 break
@@ -339,11 +342,11 @@ def _scan(lines: list[str], text: str, starts: list[int]) -> list[tuple[str, int
             if not lj or lj.isspace():
                 break
             f = lj.lstrip(" ")[:1]
-            if (f == "=" or f == "-") and _SETEXT.match(lj):
+            if (f == "=" or f == "-") and setext(lj):
                 kind = "setext1" if f == "=" else "setext2"
                 j += 1
                 break
-            if _interrupts(lj, lines[j + 1] if j + 1 < n else None):
+            if interrupts(lj, lines[j + 1] if j + 1 < n else None):
                 break
             j += 1
         if kind == "text":
@@ -397,17 +400,13 @@ def _list_item(lines: list[str], text: str, starts: list[int], i: int, n: int, m
     return last + 1
 
 
-def markdown_atoms(
-    text: str, state: HeadingState | None = None, page: int | None = None, counter: TokenCounter | None = None
-) -> list[Atom]:
+def markdown_atoms(text: str, state: HeadingState | None = None, page: int | None = None) -> list[Atom]:
     """Cut markdown into atoms (slices of ``text``), tracking the heading path in ``state``.
 
     Args:
         text: the markdown.
         state: heading stack to continue from (a new one if None); updated in place.
         page: page number stamped on every atom.
-        counter: when given (and its counts are additive), every atom's token count is filled in here, from one
-            count per non-blank line (see :func:`count_lines`).
 
     Returns:
         The atoms; the last one has an empty separator.
@@ -426,6 +425,20 @@ def markdown_atoms(
     for kind, s, e, level, title in blocks:
         start = starts[s]
         end = starts[e - 1] + len(lines[e - 1].rstrip())
+        if (
+            prev is not None
+            and prev.kind == "heading"
+            and (kind == "text" or kind == "list")
+            and end - start <= _MERGE_CHARS
+        ):
+            # A heading and the short paragraph or list item it introduces travel together: one atom (fewer
+            # objects to count and pack; a chunk can never end on a bare heading). It keeps the heading's level, so
+            # it still starts a new chunk.
+            prev.head_len = len(prev.text)
+            prev.text = text[prev_end - len(prev.text) : end]
+            prev.kind = kind
+            prev_end = end
+            continue
         if prev is not None:
             prev.sep = text[prev_end:start]
         if kind == "heading":
@@ -434,58 +447,7 @@ def markdown_atoms(
         atoms.append(atom)
         prev = atom
         prev_end = end
-    if counter is not None and counter.additive:
-        count_lines(text, [starts[b[1]] for b in blocks], prev_end, atoms, counter)
     return atoms
 
 
-_LINE_START = re.compile(r"^[^\S\n]*\S", re.M)
-
-
-def count_lines(text: str, block_starts: list[int], end: int, atoms: list[Atom], counter: TokenCounter) -> bool:
-    """Fill the token counts of ``atoms`` (slices of ``text`` starting at ``block_starts``, the last ending at
-    ``end``) from counts of their lines.
-
-    Each non-blank line, with the whitespace up to the next one, is a unit: units join at line starts, so their
-    counts add up exactly (cl100k_base), and a line seen before is not encoded again (documentation repeats many
-    lines: closing fences, front-matter keys, table rules). Blocks that span many lines keep their line counts, so
-    splitting them later needs no second encode.
-
-    Returns:
-        False (counts left unset) when the fast path is unavailable.
-    """
-    unit_starts = [m.start() for m in _LINE_START.finditer(text, block_starts[0], end)]
-    if not unit_starts:
-        return False
-    bounds = [*unit_starts[1:], end]
-    units = [text[a:b] for a, b in zip(unit_starts, bounds, strict=True)]
-    cache = counter.block_cache
-    counts: list[int] = [0] * len(units)
-    misses: list[int] = []
-    for k, unit in enumerate(units):
-        hit = cache.get(unit)
-        if hit is None:
-            misses.append(k)
-        else:
-            counts[k] = hit
-    if misses:
-        got = counter.count_joined([units[k] for k in misses])
-        if got is None:
-            return False
-        for k, c in zip(misses, got, strict=True):
-            counts[k] = c
-            if len(units[k]) <= 256:
-                cache[units[k]] = c
-        if len(cache) > 200_000:
-            cache.clear()
-    prefix = list(accumulate(counts, initial=0))
-    first = [bisect_right(unit_starts, b) - 1 for b in block_starts]
-    first.append(len(units))
-    for i, atom in enumerate(atoms):
-        lo, hi = first[i], first[i + 1]
-        atom.n = prefix[hi] - prefix[lo]
-        if hi - lo > 1 and len(atom.text) > 256:
-            atom.line_n = counts[lo:hi]
-    last = atoms[-1]
-    last.nf = last.n
-    return True
+_MERGE_CHARS = 1024

@@ -185,7 +185,7 @@ class TokenCounter:
                 self._cache[text] = n
         return n
 
-    def count_many(self, texts: Sequence[str], total_chars: int = 0) -> list[int]:
+    def count_many(self, texts: Sequence[str]) -> list[int]:
         """Token counts of many texts, in order (one encode call each)."""
         encode = self._encode
         if encode is None:
