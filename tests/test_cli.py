@@ -82,9 +82,8 @@ def test_ids_are_stable_across_runs(quickstart: tuple[subprocess.CompletedProces
 
 def test_a_corrupt_file_is_reported_and_the_rest_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
-    data.mkdir()
-    for name in ("annual_report.pdf", "meeting_notes.md", "product_faq.docx"):
-        shutil.copy(DATA / name, data / name)
+    shutil.copytree(DATA, data)  # notebooks/data plus a corrupt PDF and an empty one
+    good = {p.name for p in data.iterdir()}
     (data / "broken.pdf").write_bytes(b"%PDF-1.7\n" + os.urandom(2048))
     (data / "empty.pdf").write_bytes(b"")
     out = tmp_path / "out" / "chunks.jsonl"
@@ -92,7 +91,7 @@ def test_a_corrupt_file_is_reported_and_the_rest_written(tmp_path: Path, capsys:
     captured = capsys.readouterr()
     assert code == 1
     written = {Path(json.loads(line)["metadata"]["source"]).name for line in out.read_text().splitlines()}
-    assert written == {"annual_report.pdf", "meeting_notes.md", "product_faq.docx"}
+    assert written == good
     failures = [json.loads(line) for line in (out.parent / "chunks.failures.jsonl").read_text().splitlines()]
     assert {Path(f["source"]).name for f in failures} == {"broken.pdf", "empty.pdf"}
     assert all(f["error"] for f in failures)
