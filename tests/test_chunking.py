@@ -176,8 +176,44 @@ def test_include_headings_prefixes_the_breadcrumb_and_counts_it() -> None:
     md = "# Guide\n\n## Install\n\n" + "Install it like this. " * 60 + "\n"
     chunks = StructuredChunker(max_tokens=64, include_headings=True).chunk_text(md)
     check_invariants(chunks, 64)
-    for c in chunks:
-        assert c.text.startswith("Guide > Install\n\n")
+    assert len(chunks) > 2
+    # The first chunk opens with the top-level heading itself: nothing to add in front of it.
+    assert chunks[0].text.startswith("# Guide\n\n## Install")
+    for c in chunks[1:]:
+        assert c.text.startswith("Guide > Install\n\nInstall it like this.")
+    assert all(c.headings == ("Guide", "Install") for c in chunks)
+
+
+def test_include_headings_does_not_repeat_the_heading_the_chunk_starts_with() -> None:
+    md = (
+        "# Financial Performance\n\n"
+        + "The year in review, in numbers and words. " * 5
+        + "\n\n#### Quarterly revenue 2024\n\n| Quarter | Revenue |\n|---|---|\n"
+        + "".join(f"| Q{k % 4 + 1} {k} | {k * 1000} |\n" for k in range(40))
+    )
+    plain = StructuredChunker(max_tokens=120).chunk_text(md)
+    chunks = StructuredChunker(max_tokens=120, include_headings=True).chunk_text(md)
+    check_invariants(chunks, 120)
+    by_start = {c.text.split("\n", 1)[0]: c for c in chunks}
+    quarterly = next(c for c in chunks if "#### Quarterly revenue 2024" in c.text)
+    assert quarterly.headings == ("Financial Performance", "Quarterly revenue 2024")  # the metadata keeps it all
+    assert quarterly.text.startswith("Financial Performance\n\n#### Quarterly revenue 2024\n\n| Quarter |")
+    assert quarterly.tokens == count(quarterly.text)
+    # Continuations of the table carry the full breadcrumb (they do not start with the heading).
+    rest = chunks[chunks.index(quarterly) + 1 :]
+    assert rest and all(
+        c.text.startswith("Financial Performance > Quarterly revenue 2024\n\n| Quarter |") for c in rest
+    )
+    assert "# Financial Performance" in by_start  # a top-level heading at the start: no prefix at all
+    assert by_start["# Financial Performance"].headings == ("Financial Performance",)
+    # Without the option the same text is there, unprefixed.
+    assert "".join(c.text for c in plain).count("Quarterly revenue 2024") == 1
+    md = "# Report\n\n" + "Words about the year. " * 20 + "\n\n## Outlook\n\n" + "More of the same. " * 20 + "\n"
+    chunks = StructuredChunker(max_tokens=120, include_headings=True).chunk_text(md)
+    check_invariants(chunks, 120)
+    assert [c.text.split("\n\n", 1)[0] for c in chunks] == ["# Report", "Report"]
+    assert chunks[1].text.startswith("Report\n\n## Outlook\n\nMore of the same.")
+    assert chunks[1].headings == ("Report", "Outlook")
 
 
 def test_custom_encoding_falls_back_to_exact_recounting() -> None:

@@ -60,7 +60,10 @@ def test_langchain_splitter_in_a_chain_of_transformers() -> None:
     splitter = StructuredTextSplitter(max_tokens=64, include_headings=True)
     assert isinstance(splitter, BaseDocumentTransformer)
     docs = splitter.transform_documents([Document(page_content=MD)])
-    assert all(d.page_content.startswith("Guide > ") for d in docs)
+    assert docs[0].page_content.startswith("# Guide\n\n## Install")  # opens with its headings: no prefix
+    # The others carry the breadcrumb, less a heading they open with ("Guide\n\n## Use").
+    assert all(d.page_content.startswith(("Guide > ", "Guide\n\n## ")) for d in docs[1:])
+    assert all(d.metadata["headings"].startswith("Guide > ") for d in docs)
     assert all(d.metadata["chunk_tokens"] <= 64 for d in docs)
 
 
@@ -125,3 +128,36 @@ def test_node_parser_matches_the_core_chunker() -> None:
 
     nodes = StructuredNodeParser(max_tokens=80, content_type="plain").get_nodes_from_documents([Document(text=MD)])
     assert [n.text for n in nodes] == [c.text for c in StructuredChunker(80).chunk_text(MD, "plain")]
+
+
+def test_llama_index_node_ids_are_deterministic_and_depend_on_settings() -> None:
+    pytest.importorskip("llama_index.core")
+    from llama_index.core import Document
+
+    from aisearch_ingest.llama_index.node_parser import StructuredNodeParser
+
+    def ids(parser: StructuredNodeParser, doc_id: str = "d1") -> list[str]:
+        return [n.node_id for n in parser.get_nodes_from_documents([Document(text=MD, id_=doc_id)])]
+
+    first = ids(StructuredNodeParser(max_tokens=100))
+    assert len(first) > 2 and len(set(first)) == len(first)
+    assert ids(StructuredNodeParser(max_tokens=100)) == first  # same document, new parser: same ids
+    assert not set(ids(StructuredNodeParser(max_tokens=99))) & set(first)
+    assert not set(ids(StructuredNodeParser(max_tokens=100, include_headings=True))) & set(first)
+    assert not set(ids(StructuredNodeParser(max_tokens=100), "d2")) & set(first)
+    custom = StructuredNodeParser(max_tokens=100, id_func=lambda i, doc: f"{doc.node_id}-{i}")
+    assert ids(custom) == [f"d1-{i}" for i in range(len(first))]  # a caller's id_func still wins
+
+
+def test_langchain_ids_depend_on_settings() -> None:
+    pytest.importorskip("langchain_core")
+    from langchain_core.documents import Document
+
+    from aisearch_ingest.langchain.splitter import StructuredTextSplitter
+
+    parent = Document(page_content=MD, id="parent-1")
+    a = [d.id for d in StructuredTextSplitter(max_tokens=100).split_documents([parent])]
+    assert a == [d.id for d in StructuredTextSplitter(max_tokens=100).split_documents([parent])]
+    b = [d.id for d in StructuredTextSplitter(max_tokens=100, min_tokens=0).split_documents([parent])]
+    assert not set(a) & set(b)
+    assert all(d.id is None for d in StructuredTextSplitter().split_documents([Document(page_content=MD)]))

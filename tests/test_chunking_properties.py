@@ -116,6 +116,21 @@ def markdown_doc(draw: st.DrawFn) -> tuple[str, list[tuple[str, str]]]:
     return "\n\n".join(b for _, b in blocks) + "\n", blocks
 
 
+def strip_crumb(text: str, headings: tuple[str, ...]) -> str:
+    """The chunk text without its breadcrumb prefix: the full path, or -- when the text opens with a heading line --
+    only the ancestors of that heading (possibly none)."""
+    if not headings:
+        return text
+    full = " > ".join(headings) + "\n\n"
+    if text.startswith(full):
+        return text[len(full) :]
+    for k in range(len(headings) - 1, -1, -1):
+        prefix = " > ".join(headings[:k]) + "\n\n" if k else ""
+        if text.startswith(prefix) and text[len(prefix) :].startswith("#"):
+            return text[len(prefix) :]
+    raise AssertionError(f"no breadcrumb prefix for {headings}: {text[:120]!r}")
+
+
 def _strip_ws(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
@@ -160,6 +175,7 @@ def test_markdown_properties(data: tuple[str, list[tuple[str, str]]], max_tokens
         assert c.tokens <= max_tokens
         assert c.count == len(chunks)
     if include_headings:
+        assert_reconstructs([strip_crumb(c.text, c.headings) for c in chunks], doc)
         return
     assert_reconstructs([c.text for c in chunks], doc)
     texts = [c.text for c in chunks]

@@ -1,7 +1,7 @@
 """Chunking benchmark: aisearch-ingest's StructuredChunker against LangChain, LlamaIndex and chonkie, at 512 tokens.
 
     python tests/benchmarks/build_corpus.py     # once: real documentation from Debian packages (~6 MB md, ~7 MB HTML)
-    python tests/benchmarks/bench_chunking.py [--runs 5] [--peer-runs 3] [--only ours]
+    python tests/benchmarks/bench_chunking.py [--runs 5] [--peer-runs 3] [--only ours|chonkie] [--kind markdown]
 
 Every chunker gets the same documents, one at a time, and every figure is computed by the same checker, from the
 chunk texts alone (plus whether the framework attached a heading breadcrumb):
@@ -450,7 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--runs", type=int, default=5, help="runs of our chunker (median)")
     parser.add_argument("--peer-runs", type=int, default=3, help="runs of each peer (median)")
-    parser.add_argument("--only", choices=["ours", "all"], default="all")
+    parser.add_argument(
+        "--only", choices=["ours", "chonkie", "all"], default="all", help="chonkie: ours and chonkie's chunker only"
+    )
     parser.add_argument("--kind", choices=["markdown", "html", "both"], default="both")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -462,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     for kind in kinds:
         docs = [p.read_text(encoding="utf-8") for p in sorted((args.corpus / kind).iterdir()) if p.is_file()]
         chunkers: dict[str, Callable[[str], list[Out]]] = {"aisearch-ingest StructuredChunker": ours(kind)}
-        if args.only == "all":
+        if args.only == "chonkie":
+            chunkers["chonkie RecursiveChunker"] = chonkie_rec()
+        elif args.only == "all":
             if kind == "markdown":
                 chunkers["LangChain MarkdownHeader → Recursive"] = langchain_md()
             else:

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from .core import Atom, Chunk, pack
-from .markdown import HeadingState, markdown_atoms
+from .core import Atom, Chunk, count_at, pack
+from .markdown import HeadingState, markdown_atoms, markdown_atoms_at
 from .text import plain_atoms
 from .tokens import TokenCounter
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..results import ParseResult
 
-__all__ = ["CONTENT_TYPES", "StructuredChunker"]
+__all__ = ["CONTENT_TYPES", "StructuredChunker", "chunk_id"]
 
 #: Content types the chunker understands (``text`` is an alias of ``plain``; ``md`` of ``markdown``).
 CONTENT_TYPES = ("markdown", "html", "latex", "plain", "text", "json")
@@ -26,6 +27,28 @@ _ODD_SPACE = "\x1c\x1d\x1e\x1f"
 
 def _odd(text: str) -> bool:
     return any(ch in text for ch in _ODD_SPACE)
+
+
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/aisearch-ingest/aisearch-ingest/chunks")
+
+
+def chunk_id(parent_id: str, settings: str, index: int) -> str:
+    """Deterministic id of one chunk (the LangChain and LlamaIndex adapters use it): ``uuid5`` of the parent's id,
+    the splitter settings (see :meth:`StructuredChunker.settings_key`) and the chunk index.
+
+    Args:
+        parent_id: the id of the document or node that was split.
+        settings: everything besides the text that decides the chunks.
+        index: the chunk's position in the parent.
+
+    Returns:
+        The id, a UUID string.
+
+    Example:
+        >>> chunk_id("doc-1", "max_tokens=512", 0) == chunk_id("doc-1", "max_tokens=512", 0)
+        True
+    """
+    return str(uuid.uuid5(_NAMESPACE, f"{parent_id}#{settings}#chunk={index}"))
 
 
 _ALIASES = {"md": "markdown", "text": "plain", "txt": "plain", "htm": "html", "tex": "latex"}
@@ -46,7 +69,9 @@ class StructuredChunker:
             one when a section had to be split (0 = no overlap).
         encoding_name: tiktoken encoding (``cl100k_base`` works offline out of the box, see :func:`get_encoding`).
         length_function: count tokens with this instead of tiktoken.
-        include_headings: prefix each chunk's text with its breadcrumb (``"A > B > C"``) and a blank line.
+        include_headings: prefix each chunk's text with its breadcrumb (``"A > B > C"``) and a blank line, less
+            what the text already starts with (a chunk opening with its section's heading line gets only the
+            ancestors, or no prefix at top level); ``Chunk.headings`` keeps the full path.
         min_tokens: a heading starts a new chunk only once the current one holds this many tokens, so tiny
             sections merge with the next one instead of becoming fragments.
 
@@ -87,6 +112,15 @@ class StructuredChunker:
             f"encoding_name={self.encoding_name!r}, include_headings={self.include_headings}, "
             f"min_tokens={self.min_tokens})"
         )
+
+    def settings_key(self) -> str:
+        """The settings that decide the chunks, as a stable string (for deterministic chunk ids).
+
+        A custom ``length_function`` enters by its qualified name.
+        """
+        length = self.length_function
+        custom = "" if length is None else f", length_function={getattr(length, '__qualname__', type(length).__name__)}"
+        return f"{self!r}{custom}"
 
     def clear_cache(self) -> None:
         """Forget the token counts of repeated blocks memoised across documents (bounded; exact either way)."""
@@ -142,7 +176,17 @@ class StructuredChunker:
         Returns:
             The chunks in document order (``page_start``/``page_end`` are None).
         """
-        return self._pack(self.atoms(text, content_type), _odd(text))
+        odd = _odd(text)
+        ctype = _ALIASES.get(content_type.lower(), content_type.lower())
+        if ctype == "markdown" and not odd and self._counter.additive:
+            # The fast path: atoms are consecutive slices of the text, so one encode of the text counts them all.
+            atoms, cuts = markdown_atoms_at(text, HeadingState())
+            # Blocks that may need splitting get their line counts from the same encode (a breadcrumb prefix takes
+            # part of the budget).
+            budget = self.max_tokens - (self.max_tokens // 4 if self.include_headings else 0)
+            count_at(atoms, cuts, text, self._counter, budget)
+            return self._pack(atoms)
+        return self._pack(self.atoms(text, content_type), odd)
 
     def chunk_pages(self, pages: Sequence[tuple[int, str]], content_type: str = "markdown") -> list[Chunk]:
         """Chunk a paged document; chunks may span pages and the heading context carries across pages.
@@ -164,7 +208,6 @@ class StructuredChunker:
                 joint = atoms[-1]
                 joint.sep = "\n\n"
                 joint.n = joint.nf = -1  # counted without a separator: count again
-                joint.joined = None
             atoms.extend(page_atoms)
         return self._pack(atoms, odd)
 

@@ -22,10 +22,12 @@ import re
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
+from operator import attrgetter
 
 from .tokens import TokenCounter
 
-__all__ = ["KINDS", "Atom", "Chunk", "Group", "pack", "split_oversized"]
+__all__ = ["KINDS", "Atom", "Chunk", "Group", "count_at", "pack", "split_oversized"]
 
 #: The chunk kinds (the dominant kind of the atoms in a chunk, by tokens).
 KINDS = ("text", "table", "code", "formula")
@@ -39,7 +41,9 @@ class Chunk:
     """One chunk of a document: what gets embedded, with its context.
 
     Attributes:
-        text: the text to embed (prefixed with the breadcrumb and a blank line when ``include_headings=True``).
+        text: the text to embed. With ``include_headings=True`` it is prefixed with the breadcrumb and a blank line,
+            less what the text already starts with: a chunk opening with its section's heading line gets only the
+            ancestors (no prefix at top level).
         tokens: exact token count of ``text`` (tiktoken, or the chunker's length function).
         headings: the heading path the chunk sits under, outermost first, e.g. ``("Guide", "Install", "Linux")``.
         page_start: first 1-based page the chunk comes from, when the source has pages.
@@ -94,24 +98,18 @@ class Atom:
     exact token count of ``text + sep``.
     """
 
-    __slots__ = (
-        "group",
-        "head_len",
-        "head_parts",
-        "joined",
-        "kind",
-        "last_in_group",
-        "level",
-        "n",
-        "nf",
-        "page",
-        "parts",
-        "path",
-        "pieces",
-        "safe",
-        "sep",
-        "text",
-    )
+    # The fields every atom sets are slots; the rarely set ones are class-level defaults that an instance shadows
+    # (in its ``__dict__``, created only then), so building the tens of thousands of atoms of a document stays cheap.
+    __slots__ = ("__dict__", "kind", "level", "n", "nf", "page", "path", "sep", "text")
+
+    safe: bool = True  # counts add up across the join after this atom
+    group: Group | None = None
+    last_in_group: bool = False
+    parts: list[str] | None = None  # pre-cut sub-blocks (HTML table rows), joined by newlines in text
+    head_parts: int = 0  # how many leading parts form a repeatable header
+    head_len: int = 0  # length of a heading merged in front of this block (split off again if too big)
+    pieces: list[Atom] | None = None  # line atoms, when the block was counted line by line
+    titled: bool = False  # a heading whose title is the last entry of path (an empty title adds none)
 
     def __init__(
         self,
@@ -130,14 +128,6 @@ class Atom:
         self.level = level  # heading level for heading atoms, else 0
         self.n = -1  # tokens of text + sep
         self.nf = -1  # tokens of text alone (computed lazily)
-        self.safe = True  # counts add up across the join after this atom
-        self.group: Group | None = None
-        self.last_in_group = False
-        self.parts: list[str] | None = None  # pre-cut sub-blocks (HTML table rows), joined by newlines in text
-        self.head_parts = 0  # how many leading parts form a repeatable header
-        self.head_len = 0  # length of a heading merged in front of this block (split off again if too big)
-        self.pieces: list[Atom] | None = None  # line atoms, when the block was counted line by line
-        self.joined: str | None = None  # text + sep, kept from counting for the assembly
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Atom({self.kind}, {self.text[:40]!r}, n={self.n})"
@@ -168,9 +158,8 @@ def count_atoms(atoms: Sequence[Atom], counter: TokenCounter, line_chars: int = 
         counts = _count_runs(units, texts, counter)
     if counts is None:
         counts = counter.count_many(texts)
-    for u, n, t in zip(units, counts, texts, strict=True):
+    for u, n in zip(units, counts, strict=True):
         u.n = n
-        u.joined = t
     last = units[-1]
     if not last.sep:
         last.nf = last.n
@@ -181,6 +170,57 @@ def count_atoms(atoms: Sequence[Atom], counter: TokenCounter, line_chars: int = 
         a.n = sum(x.n for x in a.pieces or ())
         if not a.sep:
             a.nf = a.n
+
+
+def count_at(
+    atoms: Sequence[Atom], cuts: Sequence[int], text: str, counter: TokenCounter, line_tokens: int = 0
+) -> bool:
+    """Fill ``n`` of atoms that are consecutive slices of ``text`` with one encode of the whole span.
+
+    ``text[cuts[k]:cuts[k + 1]]`` must be atom ``k``'s ``text + sep``, every cut an additive join (the parser cuts at
+    line starts). Multi-line atoms of more than ``line_tokens`` tokens (when > 0) get their line atoms counted from
+    the same encode, so splitting them later encodes nothing again. No per-atom string is built.
+
+    Returns:
+        False (counts left unset) when the fast path is unavailable; :func:`count_atoms` then does the work.
+    """
+    if not counter.additive or not atoms or len(cuts) != len(atoms) + 1:
+        return False
+    lo = cuts[0]
+    encoded = counter.token_ends(text, lo, cuts[-1])
+    if encoded is None:
+        return False
+    counts = counter.counts_between(encoded, [c - lo for c in cuts] if lo else cuts)
+    if counts is None:
+        return False
+    for a, n in zip(atoms, counts, strict=True):
+        a.n = n
+    last = atoms[-1]
+    if not last.sep:
+        last.nf = last.n
+    if line_tokens > 0:
+        for i, n in enumerate(counts):
+            if n <= line_tokens:
+                continue
+            a = atoms[i]
+            if a.parts is not None or a.kind == "heading" or "\n" not in a.text:
+                continue
+            pieces = _line_atoms(a, a.text, a.sep, a.kind)
+            piece_cuts = []
+            pos = cuts[i] - lo
+            for piece in pieces:
+                piece_cuts.append(pos)
+                pos += len(piece.text) + len(piece.sep)
+            piece_cuts.append(pos)
+            got = counter.counts_between(encoded, piece_cuts)
+            if got is None:  # pragma: no cover - the parser cuts lines where counts add up
+                a.pieces = None
+                continue
+            for piece, pn in zip(pieces, got, strict=True):
+                piece.n = pn
+            if not pieces[-1].sep:
+                pieces[-1].nf = pieces[-1].n
+    return True
 
 
 _CACHED_CHARS = 512  # longer texts rarely repeat, and hashing them costs more than it saves
@@ -441,6 +481,7 @@ def split_oversized(a: Atom, budget: int, counter: TokenCounter) -> list[Atom]:
         # A heading merged with the block it introduces: split them apart again, the heading keeping its level.
         body_start = len(text) - len(text[a.head_len :].lstrip())
         head = Atom(text[: a.head_len], text[a.head_len : body_start], "heading", a.path, a.page, a.level)
+        head.titled = a.titled
         body = Atom(text[body_start:], a.sep, kind, a.path, a.page)
         count_atoms([head, body], counter)
         if body.n <= budget or final_tokens(body, counter) <= budget:
@@ -647,18 +688,14 @@ class _Builder:
         self.safe = True
 
 
-def _joined(a: Atom) -> str:
-    j = a.joined
-    if j is not None and len(j) == len(a.text) + len(a.sep):
-        return j
-    return a.text + a.sep
+_TEXT_SEP = attrgetter("text", "sep")
+_KIND = attrgetter("kind")
+_PATH = attrgetter("path")
 
 
 def _assemble(atoms: list[Atom], head: list[Atom]) -> str:
     end = atoms[-1]
-    parts = [_joined(h) for h in head] if head else []
-    if len(atoms) > 1:
-        parts.extend([_joined(a) for a in atoms[:-1]])
+    parts = list(chain.from_iterable(map(_TEXT_SEP, chain(head, atoms[:-1]) if head else atoms[:-1])))
     parts.append(end.text)
     if end.group is not None and not end.last_in_group and end.group.tail is not None:
         parts.append(end.sep if "\n" in end.sep else "\n")
@@ -837,8 +874,10 @@ def pack(
             tokens = counter.count(text)
         path = _chunk_path(group_atoms)
         if include_headings and path:
-            text = " > ".join(path) + "\n\n" + text
-            tokens = tokens + crumb_tokens(path) if counter.additive else counter.count(text)
+            shown = _shown_crumb(path, group_atoms[0] if not head else None)
+            if shown:
+                text = " > ".join(shown) + "\n\n" + text
+                tokens = tokens + crumb_tokens(shown) if counter.additive else counter.count(text)
         if tokens > max_tokens and len(group_atoms) > 1:
             # Only reachable when counts do not add up (a length function): give the last atom to the next chunk.
             moved = group_atoms.pop()
@@ -846,8 +885,11 @@ def pack(
             pending.appendleft((nxt_head, [moved], -1, True))
             pending.appendleft((head, group_atoms, -1, True))
             continue
-        kinds = {_KIND_OF.get(x.kind, "text") for x in group_atoms}
-        kind = kinds.pop() if len(kinds) == 1 else str(_dominant([*head, *group_atoms], "kind"))
+        if len(group_atoms) == 1 and not head:
+            kind = _KIND_OF.get(end.kind, "text")
+        else:
+            kinds = {_KIND_OF.get(k, "text") for k in set(map(_KIND, group_atoms))}
+            kind = kinds.pop() if len(kinds) == 1 else str(_dominant([*head, *group_atoms], "kind"))
         if end.page is None and group_atoms[0].page is None:
             first_page = last_page = None
         else:
@@ -858,6 +900,20 @@ def pack(
     return [Chunk(t, k, h, ps, pe, kd, i, total) for i, (t, k, h, ps, pe, kd) in enumerate(rows)]
 
 
+def _shown_crumb(path: tuple[str, ...], first: Atom | None) -> tuple[str, ...]:
+    """The breadcrumb prefix of a chunk: ``path``, less what the chunk text already starts with.
+
+    A chunk that opens with the heading line of a section on its path (its own, or an ancestor's) gets only that
+    heading's ancestors as prefix -- none for a top-level heading -- instead of the title twice in a row.
+    """
+    if first is None or not first.titled:
+        return path
+    own = first.path
+    if len(own) <= len(path) and path[: len(own)] == own:
+        return own[:-1]
+    return path
+
+
 def _chunk_path(atoms: list[Atom]) -> tuple[str, ...]:
     """The breadcrumb of a chunk: the heading path holding most of its tokens (leading headings excluded)."""
     body = atoms
@@ -866,7 +922,7 @@ def _chunk_path(atoms: list[Atom]) -> tuple[str, ...]:
         k += 1
     if k:
         body = atoms[k:]
-    if len(body) == 1 or all(x.path is body[0].path for x in body):
+    if len(body) == 1 or len(set(map(_PATH, body))) == 1:
         return body[0].path
     path = _dominant(body, "path")
     assert isinstance(path, tuple)

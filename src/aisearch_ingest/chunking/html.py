@@ -252,6 +252,8 @@ def html_atoms(text: str, state: HeadingState | None = None, page: int | None = 
         if kind == "heading":
             path = state.push(level, title)
         atom = Atom(body, "\n\n", kind, path, page, level)
+        if level and title:
+            atom.titled = True
         if parts is not None:
             atom.parts = parts
             atom.head_parts = head_parts

@@ -177,6 +177,8 @@ def latex_atoms(text: str, state: HeadingState | None = None, page: int | None =
         if kind == "heading":
             path = state.push(level, title)
         atom = Atom(text[start:end], "", kind, path, page, level)
+        if level and title:
+            atom.titled = True
         atoms.append(atom)
         prev = atom
         prev_end = end

@@ -16,7 +16,7 @@ from itertools import accumulate
 
 from .core import Atom
 
-__all__ = ["HeadingState", "clean_heading", "markdown_atoms"]
+__all__ = ["HeadingState", "clean_heading", "markdown_atoms", "markdown_atoms_at"]
 
 _ATX = re.compile(r" {0,3}(#{1,6})(?:[ \t]+(.*?))??(?:[ \t]+#+)?[ \t]*$")
 _FENCE = re.compile(r"( *)(`{3,}|~{3,})(.*)$")
@@ -236,7 +236,6 @@ def _scan(lines: list[str], text: str, starts: list[int]) -> list[tuple[str, int
                 continue
             s = line.lstrip()
         c = s[0]
-        nxt = lines[i + 1] if i + 1 < n else None
         if c in special:
             if c == "#":
                 m = _ATX.match(line)
@@ -315,7 +314,8 @@ def _scan(lines: list[str], text: str, starts: list[int]) -> list[tuple[str, int
                 if m is not None:
                     i = _list_item(lines, text, starts, i, n, m, append)
                     continue
-        if "|" in line and nxt is not None and "-" in nxt and _DELIM.match(nxt) and _cells(line) == _cells(nxt):
+        nxt = lines[i + 1] if "|" in line and i + 1 < n else ""
+        if "-" in nxt and _DELIM.match(nxt) and _cells(line) == _cells(nxt):
             j = i + 2
             while j < n:
                 lj = lines[j]
@@ -362,21 +362,24 @@ def _list_item(lines: list[str], text: str, starts: list[int], i: int, n: int, m
     """Scan one list item starting at line ``i`` (nested content included); return the line after it."""
     line = lines[i]
     pad = m.group(3)
-    width = len(m.group(1)) + len(m.group(2))
-    content = width + 1 if not line[m.end() :].strip() or len(pad.expandtabs(4)) > 4 else width + len(pad.expandtabs(4))
+    width = m.end(2) - m.start(1)
+    pad_width = len(pad) if "\t" not in pad else len(pad.expandtabs(4))
+    in_par = not _is_blank(line[m.end() :])
+    content = width + 1 if not in_par or pad_width > 4 else width + pad_width
     j = i + 1
     last = i
     blank = False
-    in_par = bool(line[m.end() :].strip())
     while j < n:
         lj = lines[j]
         if not lj or lj.isspace():
             blank = True
             j += 1
             continue
-        ind = _indent(lj) if "\t" in lj[:8] else len(lj) - len(lj.lstrip(" "))
+        stripped = lj.lstrip(" ")
+        ind = _indent(lj) if lj.find("\t", 0, 8) >= 0 else len(lj) - len(stripped)
         if ind >= content:
-            fm = _FENCE.match(lj)
+            first = stripped[:1]
+            fm = _FENCE.match(lj) if first == "`" or first == "~" else None
             if fm is not None and not (fm.group(2)[0] == "`" and "`" in fm.group(3)):
                 end = _fence_end_fast(text, starts, j, n, len(fm.group(1)), fm.group(2)[0], len(fm.group(2)))
                 while end - 1 > j and _is_blank(lines[end - 1]):
@@ -411,43 +414,60 @@ def markdown_atoms(text: str, state: HeadingState | None = None, page: int | Non
     Returns:
         The atoms; the last one has an empty separator.
     """
+    return markdown_atoms_at(text, state, page)[0]
+
+
+def markdown_atoms_at(
+    text: str, state: HeadingState | None = None, page: int | None = None
+) -> tuple[list[Atom], list[int]]:
+    """Like :func:`markdown_atoms`, also returning where the atoms sit in ``text``.
+
+    Returns:
+        The atoms, and the offset in ``text`` where each starts followed by where the last one ends (empty when
+        there are no atoms): ``text[cuts[k]:cuts[k + 1]]`` is atom ``k``'s text and separator.
+    """
     if state is None:
         state = HeadingState()
     lines = text.split("\n")
     starts = list(accumulate(map(_PLUS_ONE, map(len, lines)), initial=0))  # offset of each line
     blocks = _scan(lines, text, starts)
     if not blocks:
-        return []
+        return [], []
     atoms: list[Atom] = []
+    cuts: list[int] = []
+    add_atom = atoms.append
+    add_cut = cuts.append
+    push = state.push
     path = state.path
-    prev_end = -1
+    prev_start = prev_end = -1
+    prev_kind = ""
     prev: Atom | None = None
     for kind, s, e, level, title in blocks:
         start = starts[s]
         end = starts[e - 1] + len(lines[e - 1].rstrip())
-        if (
-            prev is not None
-            and prev.kind == "heading"
-            and (kind == "text" or kind == "list")
-            and end - start <= _MERGE_CHARS
-        ):
-            # A heading and the short paragraph or list item it introduces travel together: one atom (fewer
-            # objects to count and pack; a chunk can never end on a bare heading). It keeps the heading's level, so
-            # it still starts a new chunk.
-            prev.head_len = len(prev.text)
-            prev.text = text[prev_end - len(prev.text) : end]
-            prev.kind = kind
-            prev_end = end
-            continue
         if prev is not None:
+            if prev_kind == "heading" and (kind == "text" or kind == "list") and end - start <= _MERGE_CHARS:
+                # A heading and the short paragraph or list item it introduces travel together: one atom (fewer
+                # objects to count and pack; a chunk can never end on a bare heading). It keeps the heading's
+                # level, so it still starts a new chunk.
+                prev.head_len = prev_end - prev_start
+                prev.text = text[prev_start:end]
+                prev.kind = prev_kind = kind
+                prev_end = end
+                continue
             prev.sep = text[prev_end:start]
-        if kind == "heading":
-            path = state.push(level, title)
-        atom = Atom(text[start:end], "", kind, path, page, level)
-        atoms.append(atom)
-        prev = atom
+        if level:
+            path = push(level, title)
+        prev = Atom(text[start:end], "", kind, path, page, level)
+        if level and title:
+            prev.titled = True
+        add_atom(prev)
+        add_cut(start)
+        prev_kind = kind
+        prev_start = start
         prev_end = end
-    return atoms
+    cuts.append(prev_end)
+    return atoms, cuts
 
 
 _MERGE_CHARS = 1024

@@ -226,6 +226,67 @@ class TokenCounter:
         counts: list[int] = np.diff(idx, prepend=0).tolist()
         return counts
 
+    def token_ends(self, text: str, lo: int, hi: int) -> tuple[Any, Any] | None:
+        """Encode ``text[lo:hi]`` once, for :meth:`counts_between`: the byte offset where each token ends, and the
+        byte offset of each character (None for ASCII, where they are the same).
+
+        Returns None when this fast path is unavailable (numpy missing, not an additive encoding, lone surrogates).
+        """
+        lengths = self._token_lengths()
+        if lengths is None:
+            return None
+        import numpy as np
+
+        part = text[lo:hi]
+        try:
+            buffer = self._core_bpe_buffer(part)
+            offsets = None
+            if not part.isascii():
+                # The byte offset of each character: where a UTF-8 lead (not continuation) byte sits.
+                # A NUL appended stands for the end of the text (one past the last character).
+                raw = np.frombuffer(part.encode("utf-8") + b"\x00", dtype=np.uint8)
+                offsets = np.flatnonzero((raw & 0xC0) != 0x80)
+        except UnicodeEncodeError:
+            return None
+        ends = np.cumsum(lengths[np.frombuffer(buffer, dtype=np.uint32)], dtype=np.int64)
+        return ends, offsets
+
+    @staticmethod
+    def counts_between(encoded: tuple[Any, Any], cuts: Sequence[int]) -> list[int] | None:
+        """Token counts between consecutive ``cuts`` (character offsets relative to the encoded span, see
+        :meth:`token_ends`). Each cut must be an additive join (a line start whose line holds a non-space, see the
+        module docstring); every cut is checked to fall on a token boundary.
+
+        Returns None when a cut is not a token boundary.
+        """
+        import numpy as np
+
+        ends, offsets = encoded
+        at = np.asarray(cuts, dtype=np.int64)
+        if offsets is not None:
+            at = offsets[at]
+        idx = np.searchsorted(ends, at, side="right")  # tokens ending at or before each cut
+        inner = at > 0
+        k = idx[inner]
+        if not (k.all() and np.array_equal(ends[k - 1], at[inner])):
+            return None  # a token straddles a cut: not an additive join
+        counts: list[int] = np.diff(idx).tolist()
+        return counts
+
+    def count_slices(self, text: str, cuts: Sequence[int]) -> list[int] | None:
+        """Token counts of ``text[cuts[k]:cuts[k + 1]]`` for every ``k``, from one encode of
+        ``text[cuts[0]:cuts[-1]]`` (see :meth:`counts_between` for what a cut must be).
+
+        Returns None when this fast path is unavailable or a cut is not a token boundary.
+        """
+        if len(cuts) < 2:
+            return None
+        lo = cuts[0]
+        encoded = self.token_ends(text, lo, cuts[-1])
+        if encoded is None:
+            return None
+        return self.counts_between(encoded, [c - lo for c in cuts] if lo else cuts)
+
     def _core_bpe_buffer(self, text: str) -> Any:
         assert self.encoding is not None
         return self.encoding._core_bpe.encode_to_tiktoken_buffer(text, set())

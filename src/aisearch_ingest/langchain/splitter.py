@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from langchain_core.documents import BaseDocumentTransformer, Document
 
-from ..chunking import Chunk, StructuredChunker
+from ..chunking import Chunk, StructuredChunker, chunk_id
 
 __all__ = ["StructuredTextSplitter", "chunk_metadata"]
-
-_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/aisearch-ingest/aisearch-ingest/chunks")
 
 
 def chunk_metadata(chunk: Chunk) -> dict[str, str | int | None]:
@@ -43,7 +40,9 @@ class StructuredTextSplitter(BaseDocumentTransformer):
     Each output document keeps its parent's metadata plus ``chunk_index``, ``chunk_count``, ``chunk_tokens``,
     ``headings`` (``"A > B > C"``), ``chunk_kind`` and, when known, ``page_start``/``page_end`` (from the parent's
     ``page`` metadata). The content type comes from the parent's ``metadata["content_type"]`` (as set by this
-    package's loaders), else from ``content_type``. A parent with an ``id`` gives its chunks deterministic ids.
+    package's loaders), else from ``content_type``. A parent with an ``id`` gives its chunks deterministic ids:
+    ``uuid5`` of the parent id, the splitter settings and the chunk index (the same scheme as
+    :class:`~aisearch_ingest.llama_index.node_parser.StructuredNodeParser`).
 
     Args:
         max_tokens: token budget per chunk (exact, tiktoken).
@@ -86,6 +85,10 @@ class StructuredTextSplitter(BaseDocumentTransformer):
     def __repr__(self) -> str:
         return f"StructuredTextSplitter(chunker={self.chunker!r}, content_type={self.content_type!r})"
 
+    def _settings(self, content_type: str) -> str:
+        """What decides the chunks besides the text: part of every chunk id."""
+        return f"{self.chunker.settings_key()}, content_type={content_type}"
+
     def split_text(self, text: str) -> list[str]:
         """Split one text (of the default content type) into chunk texts."""
         return [c.text for c in self.chunker.chunk_text(text, self.content_type)]
@@ -109,10 +112,11 @@ class StructuredTextSplitter(BaseDocumentTransformer):
                 chunks = self.chunker.chunk_pages([(page, doc.page_content)], content_type)
             else:
                 chunks = self.chunker.chunk_text(doc.page_content, content_type)
+            settings = self._settings(content_type) if doc.id else ""
             for chunk in chunks:
                 child = dict(meta)
                 child.update(chunk_metadata(chunk))
-                doc_id = str(uuid.uuid5(_NAMESPACE, f"{doc.id}#chunk={chunk.index}")) if doc.id else None
+                doc_id = chunk_id(doc.id, settings, chunk.index) if doc.id else None
                 out.append(Document(page_content=chunk.text, metadata=child, id=doc_id))
         return out
 

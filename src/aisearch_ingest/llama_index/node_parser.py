@@ -7,11 +7,11 @@ from typing import Any
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.node_parser.interface import NodeParser
-from llama_index.core.node_parser.node_utils import build_nodes_from_splits
+from llama_index.core.node_parser.node_utils import build_nodes_from_splits, default_id_func
 from llama_index.core.schema import BaseNode, MetadataMode
 from llama_index.core.utils import get_tqdm_iterable
 
-from ..chunking import StructuredChunker
+from ..chunking import StructuredChunker, chunk_id
 
 __all__ = ["StructuredNodeParser"]
 
@@ -28,6 +28,10 @@ class StructuredNodeParser(NodeParser):
     parent has a ``page``, ``page_start``/``page_end``. The content type is the parent's ``metadata["content_type"]``
     (set by this package's readers), else ``content_type``. The token budget applies to the node text; LlamaIndex may
     prepend metadata when embedding (``chunk_*`` and page keys are excluded from that).
+
+    Node ids are deterministic: ``uuid5`` of the parent's id, the parser settings and the chunk index (the scheme of
+    :class:`~aisearch_ingest.langchain.StructuredTextSplitter`), so re-running over the same documents (this package's
+    readers give them stable ids) upserts the same nodes. A custom ``id_func`` is used instead when given.
 
     Example:
         >>> from llama_index.core import Document
@@ -71,7 +75,15 @@ class StructuredNodeParser(NodeParser):
                 chunks = self._chunker.chunk_pages([(page, text)], content_type)
             else:
                 chunks = self._chunker.chunk_text(text, content_type)
-            children = build_nodes_from_splits([c.text for c in chunks], node, id_func=self.id_func)
+            id_func = self.id_func
+            if id_func is default_id_func or id_func is None:
+                settings = f"{self._chunker.settings_key()}, content_type={content_type}"
+                parent_id = node.node_id
+
+                def id_func(i: int, _doc: BaseNode, parent_id: str = parent_id, settings: str = settings) -> str:
+                    return chunk_id(parent_id, settings, i)
+
+            children = build_nodes_from_splits([c.text for c in chunks], node, id_func=id_func)
             for child, chunk in zip(children, chunks, strict=False):
                 child.metadata.update(
                     {
