@@ -9,7 +9,7 @@ import pytest
 from aisearch_ingest.config import SecretStr, resolve_aisearch, resolve_dashscope
 from aisearch_ingest.errors import ConfigurationError
 
-SECRET = "OS-supersecretvalue123"
+SECRET = "fake-key-for-tests-0001"
 
 
 @pytest.fixture(autouse=True)
