@@ -151,11 +151,11 @@ def test_retries_are_bounded(emu: Emulator, png: bytes) -> None:
 
 
 def test_400_is_not_retried(emu: Emulator) -> None:
-    # A .txt that is really a PNG header mismatch cannot be built by our client (it sniffs); send a URL the
-    # emulator refuses instead: unknown type inferred from the URL.
-    with _doc(emu) as analyzer, pytest.raises((BadRequestError, InvalidInputError)):
-        analyzer.parse("http://127.0.0.1:9/file.unknownext")
-    assert emu.stats.total_calls <= 1
+    # Text named .pdf: our client sends it as a pdf (the bytes don't say otherwise); the service refuses it.
+    with _doc(emu) as analyzer, pytest.raises(BadRequestError) as info:
+        analyzer.parse(b"plain words, not a PDF", file_name="fake.pdf")
+    assert info.value.status_code == 400 and info.value.code == "InvalidParameter"
+    assert emu.stats.total_calls == 1
 
 
 def test_wrong_key_is_an_authentication_error_without_the_key(emu: Emulator, png: bytes) -> None:

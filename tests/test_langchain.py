@@ -43,14 +43,6 @@ SCALARS = (str, int, float, bool)
 KEY = EMULATOR_API_KEY
 
 
-@pytest.fixture(scope="module")
-def emu(aisearch_emulator_session: Emulator) -> Iterator[Emulator]:
-    """The session's emulator (its parse caches warm across modules), default knobs before and after."""
-    aisearch_emulator_session.reset()
-    yield aisearch_emulator_session
-    aisearch_emulator_session.reset()
-
-
 @contextmanager
 def latency(emu: Emulator, value: Latency) -> Iterator[None]:
     emu.set_latency(value)

@@ -44,14 +44,6 @@ KEY = EMULATOR_API_KEY
 
 
 @pytest.fixture(scope="module")
-def emu(aisearch_emulator_session: Emulator) -> Iterator[Emulator]:
-    """The session's emulator (its parse caches warm across modules), default knobs before and after."""
-    aisearch_emulator_session.reset()
-    yield aisearch_emulator_session
-    aisearch_emulator_session.reset()
-
-
-@pytest.fixture(scope="module")
 def doc_client(emu: Emulator) -> Iterator[DocumentAnalyzer]:
     poll = PollPolicy(min_interval=0.05, max_interval=0.1)
     with DocumentAnalyzer(endpoint=emu.url, api_key=KEY, poll=poll) as client:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import sys
 import threading
@@ -24,7 +25,7 @@ import anyio
 
 from .errors import AISearchIngestError, APIConnectionError
 from .results import Outcome, ParseResult
-from .sources import Source, SourceLike, expand_inputs, load_source
+from .sources import Source, SourceLike, expand_inputs
 from .transport import CallCounter
 
 __all__ = ["ParserEngine", "ProgressCallback"]
@@ -297,14 +298,7 @@ def _origin_of(item: SourceLike) -> str:
     if isinstance(item, (bytes, bytearray, memoryview)):
         return f"<{len(item)} bytes>"
     try:
-        import os
-
         text = os.fspath(item)
         return text if isinstance(text, str) else repr(text)
     except TypeError:
         return repr(item)
-
-
-def prepare_or_raise(obj: SourceLike, file_name: str | None) -> Source:
-    """:func:`load_source` (kept as a seam for subclasses that add validation)."""
-    return load_source(obj, file_name=file_name)
