@@ -690,6 +690,7 @@ class _Builder:
 
 _TEXT_SEP = attrgetter("text", "sep")
 _KIND = attrgetter("kind")
+_TEXTISH = frozenset(k for k, v in _KIND_OF.items() if v == "text")
 _PATH = attrgetter("path")
 
 
@@ -803,6 +804,7 @@ def pack(
         return final_tokens(a, counter) <= room
 
     simple = not include_headings
+    limit = max_tokens
     for a in flat:
         n = a.n
         if cur:
@@ -810,7 +812,8 @@ def pack(
             if a.level and last.kind != "heading" and joined - head_tokens >= min_tokens:
                 chunks.append((head, cur, joined, unsafe))
                 start_with(a, [])
-            elif simple and a.group is None and joined + n <= max_tokens and last.safe:
+            elif simple and last.safe and joined + n + (0 if a.group is None else a.group.tail_tokens + 1) <= limit:
+                # Fits for sure (a row or line of a split block also leaves room for its closing fence).
                 cur.append(a)
                 joined += n
                 continue
@@ -888,8 +891,11 @@ def pack(
         if len(group_atoms) == 1 and not head:
             kind = _KIND_OF.get(end.kind, "text")
         else:
-            kinds = {_KIND_OF.get(k, "text") for k in set(map(_KIND, group_atoms))}
-            kind = kinds.pop() if len(kinds) == 1 else str(_dominant([*head, *group_atoms], "kind"))
+            kinds = set(map(_KIND, group_atoms))
+            if len(kinds) == 1 or kinds <= _TEXTISH:
+                kind = _KIND_OF.get(end.kind, "text")
+            else:
+                kind = str(_dominant([*head, *group_atoms], "kind"))
         if end.page is None and group_atoms[0].page is None:
             first_page = last_page = None
         else:

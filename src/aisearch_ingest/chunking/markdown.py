@@ -194,171 +194,7 @@ def _math_end(lines: list[str], i: int, n: int, close: str) -> int:
     return blank if blank >= 0 else n
 
 
-def _scan(lines: list[str], text: str, starts: list[int]) -> list[tuple[str, int, int, int, str]]:
-    """Block boundaries: (kind, first line, end line (exclusive), heading level, heading title).
-
-    ``text`` is ``"\\n".join(lines)`` and ``starts[i]`` the offset of line ``i`` in it: paragraphs and code fences
-    are run through with a regex search instead of line by line.
-    """
-    n = len(lines)
-    blocks: list[tuple[str, int, int, int, str]] = []
-    append = blocks.append
-    special = _SPECIAL
-    para_stop = _PARA_STOP.search
-    interrupts = _interrupts
-    setext = _SETEXT.match
-    i = 0
-    while i < n:
-        line = lines[i]
-        if not line or line.isspace():
-            i += 1
-            continue
-        s = line.lstrip(" ")
-        ind = len(line) - len(s)
-        if line[0] == "\t" or ind >= 4:
-            if "\t" in line[:4]:
-                ind = _indent(line)
-            if ind >= 4:
-                # Indented code: runs until a non-blank line indented less than four columns.
-                j = i + 1
-                last = i
-                while j < n:
-                    lj = lines[j]
-                    if not lj or lj.isspace():
-                        j += 1
-                        continue
-                    if _indent(lj) < 4:
-                        break
-                    last = j
-                    j += 1
-                append(("code", i, last + 1, 0, ""))
-                i = last + 1
-                continue
-            s = line.lstrip()
-        c = s[0]
-        if c in special:
-            if c == "#":
-                m = _ATX.match(line)
-                if m is not None:
-                    append(("heading", i, i + 1, len(m.group(1)), clean_heading(m.group(2) or "")))
-                    i += 1
-                    continue
-            elif c in "`~":
-                m = _FENCE.match(line)
-                if m is not None and not (m.group(2)[0] == "`" and "`" in m.group(3)):
-                    end = _fence_end_fast(text, starts, i, n, len(m.group(1)), m.group(2)[0], len(m.group(2)))
-                    while end - 1 > i and _is_blank(lines[end - 1]):
-                        end -= 1
-                    append(("code", i, end, 0, ""))
-                    i = end
-                    continue
-            elif c == "$" and _math_opener(s):
-                end = _math_end(lines, i, n, "$$")
-                while end - 1 > i and _is_blank(lines[end - 1]):
-                    end -= 1
-                append(("formula", i, end, 0, ""))
-                i = end
-                continue
-            elif c == "\\" and s.startswith("\\["):
-                end = _math_end(lines, i, n, "\\]")
-                while end - 1 > i and _is_blank(lines[end - 1]):
-                    end -= 1
-                append(("formula", i, end, 0, ""))
-                i = end
-                continue
-            elif c == ">":
-                j = i + 1
-                while j < n:
-                    lj = lines[j]
-                    if not lj or lj.isspace():
-                        break
-                    if lj.lstrip(" ")[:1] != ">" and _interrupts(lj, lines[j + 1] if j + 1 < n else None):
-                        break
-                    j += 1
-                append(("text", i, j, 0, ""))
-                i = j
-                continue
-            elif c == "<":
-                m = _HTML.match(line)
-                if m is not None:
-                    kind = m.lastgroup or "t7"
-                    j = i
-                    if kind == "t1":
-                        close = "</" + (m.group("t1") or "").lower()
-                        while j < n and close not in lines[j].lower():
-                            j += 1
-                        j = min(j + 1, n)
-                    elif kind in _HTML_END:
-                        close = _HTML_END[kind]
-                        while j < n and close not in lines[j][(len(line) - len(s) + 2) if j == i else 0 :]:
-                            j += 1
-                        j = min(j + 1, n)
-                    else:
-                        while j < n and not _is_blank(lines[j]):
-                            j += 1
-                    while j - 1 > i and _is_blank(lines[j - 1]):
-                        j -= 1
-                    block = "\n".join(lines[i:j]) if j - i < 4 else ""
-                    is_table = "<table" in (block or lines[i]).lower() or any(
-                        "<tr" in lines[k].lower() for k in range(i, min(j, i + 8))
-                    )
-                    append(("table" if is_table else "text", i, j, 0, ""))
-                    i = j
-                    continue
-            elif c in "-*_" and _HR.match(line):
-                append(("text", i, i + 1, 0, ""))
-                i += 1
-                continue
-            if c in "-*+" or c.isdigit():
-                m = _LIST.match(line)
-                if m is not None:
-                    i = _list_item(lines, text, starts, i, n, m, append)
-                    continue
-        nxt = lines[i + 1] if "|" in line and i + 1 < n else ""
-        if "-" in nxt and _DELIM.match(nxt) and _cells(line) == _cells(nxt):
-            j = i + 2
-            while j < n:
-                lj = lines[j]
-                if lj[:1] == "|" or lj.lstrip(" ")[:1] == "|":
-                    j += 1
-                    continue
-                if not lj or lj.isspace() or "|" not in lj or _interrupts(lj, None):
-                    break
-                j += 1
-            append(("table", i, j, 0, ""))
-            i = j
-            continue
-        # Paragraph (possibly a setext heading): jump to the next line that is blank or starts with a character
-        # that may open another block, and check only those.
-        j = i + 1
-        kind = "text"
-        while j < n:
-            found = para_stop(text, starts[j])
-            if found is None:
-                j = n
-                break
-            j = bisect_right(starts, found.start()) - 1
-            lj = lines[j]
-            if not lj or lj.isspace():
-                break
-            f = lj.lstrip(" ")[:1]
-            if (f == "=" or f == "-") and setext(lj):
-                kind = "setext1" if f == "=" else "setext2"
-                j += 1
-                break
-            if interrupts(lj, lines[j + 1] if j + 1 < n else None):
-                break
-            j += 1
-        if kind == "text":
-            append(("text", i, j, 0, ""))
-        else:
-            title = " ".join(x.strip() for x in lines[i : j - 1])
-            append(("heading", i, j, 1 if kind == "setext1" else 2, clean_heading(title)))
-        i = j
-    return blocks
-
-
-def _list_item(lines: list[str], text: str, starts: list[int], i: int, n: int, m: re.Match[str], append: object) -> int:
+def _list_item(lines: list[str], text: str, starts: list[int], i: int, n: int, m: re.Match[str]) -> int:
     """Scan one list item starting at line ``i`` (nested content included); return the line after it."""
     line = lines[i]
     pad = m.group(3)
@@ -399,7 +235,6 @@ def _list_item(lines: list[str], text: str, starts: list[int], i: int, n: int, m
             break
         last = j
         j += 1
-    append(("list", i, last + 1, 0, ""))  # type: ignore[operator]
     return last + 1
 
 
@@ -422,6 +257,9 @@ def markdown_atoms_at(
 ) -> tuple[list[Atom], list[int]]:
     """Like :func:`markdown_atoms`, also returning where the atoms sit in ``text``.
 
+    One pass over the lines finds each block's boundaries (paragraphs and code fences are run through with a regex
+    search instead of line by line) and turns it into an atom at once.
+
     Returns:
         The atoms, and the offset in ``text`` where each starts followed by where the last one ends (empty when
         there are no atoms): ``text[cuts[k]:cuts[k + 1]]`` is atom ``k``'s text and separator.
@@ -430,9 +268,11 @@ def markdown_atoms_at(
         state = HeadingState()
     lines = text.split("\n")
     starts = list(accumulate(map(_PLUS_ONE, map(len, lines)), initial=0))  # offset of each line
-    blocks = _scan(lines, text, starts)
-    if not blocks:
-        return [], []
+    n = len(lines)
+    special = _SPECIAL
+    para_stop = _PARA_STOP.search
+    interrupts = _interrupts
+    setext = _SETEXT.match
     atoms: list[Atom] = []
     cuts: list[int] = []
     add_atom = atoms.append
@@ -442,9 +282,159 @@ def markdown_atoms_at(
     prev_start = prev_end = -1
     prev_kind = ""
     prev: Atom | None = None
-    for kind, s, e, level, title in blocks:
-        start = starts[s]
-        end = starts[e - 1] + len(lines[e - 1].rstrip())
+    i = 0
+    while i < n:
+        line = lines[i]
+        if not line or line.isspace():
+            i += 1
+            continue
+        # Find the block starting at line i: its kind, its end line j (exclusive), heading level and title.
+        level = 0
+        title = ""
+        c = line[0]
+        if c == " " or c == "\t":
+            s = line.lstrip(" ")
+            ind = len(line) - len(s)
+            if c == "\t" or ind >= 4:
+                if "\t" in line[:4]:
+                    ind = _indent(line)
+                if ind >= 4:
+                    # Indented code: runs until a non-blank line indented less than four columns.
+                    j = i + 1
+                    last = i
+                    while j < n:
+                        lj = lines[j]
+                        if not lj or lj.isspace():
+                            j += 1
+                            continue
+                        if _indent(lj) < 4:
+                            break
+                        last = j
+                        j += 1
+                    kind = "code"
+                    j = last + 1
+                    c = ""
+                else:
+                    s = line.lstrip()
+                    c = s[0]
+            else:
+                c = s[0]
+        else:
+            s = line
+        if not c:
+            pass
+        elif c not in special:
+            kind = ""
+        elif c == "#":
+            m = _ATX.match(line)
+            if m is not None:
+                kind = "heading"
+                j = i + 1
+                level = len(m.group(1))
+                title = clean_heading(m.group(2) or "")
+            else:
+                kind = ""
+        elif c == "`" or c == "~":
+            m = _FENCE.match(line)
+            if m is not None and not (m.group(2)[0] == "`" and "`" in m.group(3)):
+                j = _fence_end_fast(text, starts, i, n, len(m.group(1)), m.group(2)[0], len(m.group(2)))
+                while j - 1 > i and _is_blank(lines[j - 1]):
+                    j -= 1
+                kind = "code"
+            else:
+                kind = ""
+        elif c == "$" and _math_opener(s):
+            j = _math_end(lines, i, n, "$$")
+            while j - 1 > i and _is_blank(lines[j - 1]):
+                j -= 1
+            kind = "formula"
+        elif c == "\\" and s.startswith("\\["):
+            j = _math_end(lines, i, n, "\\]")
+            while j - 1 > i and _is_blank(lines[j - 1]):
+                j -= 1
+            kind = "formula"
+        elif c == ">":
+            j = i + 1
+            while j < n:
+                lj = lines[j]
+                if not lj or lj.isspace():
+                    break
+                if lj.lstrip(" ")[:1] != ">" and interrupts(lj, lines[j + 1] if j + 1 < n else None):
+                    break
+                j += 1
+            kind = "text"
+        elif c == "<" and (m := _HTML.match(line)) is not None:
+            group = m.lastgroup or "t7"
+            j = i
+            if group == "t1":
+                close = "</" + (m.group("t1") or "").lower()
+                while j < n and close not in lines[j].lower():
+                    j += 1
+                j = min(j + 1, n)
+            elif group in _HTML_END:
+                close = _HTML_END[group]
+                while j < n and close not in lines[j][(len(line) - len(s) + 2) if j == i else 0 :]:
+                    j += 1
+                j = min(j + 1, n)
+            else:
+                while j < n and not _is_blank(lines[j]):
+                    j += 1
+            while j - 1 > i and _is_blank(lines[j - 1]):
+                j -= 1
+            block = "\n".join(lines[i:j]) if j - i < 4 else ""
+            is_table = "<table" in (block or lines[i]).lower() or any(
+                "<tr" in lines[k].lower() for k in range(i, min(j, i + 8))
+            )
+            kind = "table" if is_table else "text"
+        elif c in "-*_" and line.count(c) >= 3 and _HR.match(line):
+            j = i + 1
+            kind = "text"
+        elif (c in "-*+" or c.isdigit()) and (m := _LIST.match(line)) is not None:
+            j = _list_item(lines, text, starts, i, n, m)
+            kind = "list"
+        else:
+            kind = ""
+        if not kind:
+            nxt = lines[i + 1] if "|" in line and i + 1 < n else ""
+            if "-" in nxt and _DELIM.match(nxt) and _cells(line) == _cells(nxt):
+                j = i + 2
+                while j < n:
+                    lj = lines[j]
+                    if lj[:1] == "|" or lj.lstrip(" ")[:1] == "|":
+                        j += 1
+                        continue
+                    if not lj or lj.isspace() or "|" not in lj or interrupts(lj, None):
+                        break
+                    j += 1
+                kind = "table"
+            else:
+                # Paragraph (possibly a setext heading): jump to the next line that is blank or starts with a
+                # character that may open another block, and check only those.
+                j = i + 1
+                kind = "text"
+                while j < n:
+                    found = para_stop(text, starts[j])
+                    if found is None:
+                        j = n
+                        break
+                    j = bisect_right(starts, found.start()) - 1
+                    lj = lines[j]
+                    if not lj or lj.isspace():
+                        break
+                    f = lj.lstrip(" ")[:1]
+                    if (f == "=" or f == "-") and setext(lj):
+                        level = 1 if f == "=" else 2
+                        kind = "heading"
+                        title = clean_heading(" ".join(x.strip() for x in lines[i:j]))
+                        j += 1
+                        break
+                    if interrupts(lj, lines[j + 1] if j + 1 < n else None):
+                        break
+                    j += 1
+        # The block as an atom: a slice of the text without its trailing whitespace.
+        start = starts[i]
+        end = starts[j - 1] + len(lines[j - 1].rstrip())
+        i = j
         if prev is not None:
             if prev_kind == "heading" and (kind == "text" or kind == "list") and end - start <= _MERGE_CHARS:
                 # A heading and the short paragraph or list item it introduces travel together: one atom (fewer
@@ -458,15 +448,19 @@ def markdown_atoms_at(
             prev.sep = text[prev_end:start]
         if level:
             path = push(level, title)
-        prev = Atom(text[start:end], "", kind, path, page, level)
-        if level and title:
-            prev.titled = True
+            prev = Atom(text[start:end], "", kind, path, page, level)
+            if title:
+                prev.titled = True
+        else:
+            prev = Atom(text[start:end], "", kind, path, page)
         add_atom(prev)
         add_cut(start)
         prev_kind = kind
         prev_start = start
         prev_end = end
-    cuts.append(prev_end)
+    if prev is None:
+        return [], []
+    add_cut(prev_end)
     return atoms, cuts
 
 
