@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,6 +182,23 @@ def test_failed_and_hanging_tasks_do_not_sink_the_batch(tmp_path: Path, png: byt
     assert failed.task_id and failed.source and failed.source.endswith("bad-fail.png")
     hung = outcomes["slow-hang.png"].error
     assert isinstance(hung, TaskTimeoutError) and hung.task_id and hung.waited >= 1.5
+
+
+def test_ctrl_c_during_a_blocking_parse_stops_the_work(tmp_path: Path, png: bytes) -> None:
+    (tmp_path / "slow-hang.png").write_bytes(png)
+    with Emulator(api_key=KEY, faults=Faults(hang_names=["-hang"])) as emu:
+        poll = PollPolicy(min_interval=0.05, max_interval=0.05, timeout=60)
+        with _img(emu, route="async", poll=poll) as analyzer:
+            ctrl_c = threading.Timer(1.0, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+            ctrl_c.start()
+            started = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                analyzer.parse(tmp_path / "slow-hang.png")
+            assert time.monotonic() - started < 10
+            polls = emu.stats.total_calls
+            assert polls >= 3  # it was polling the hung task
+            time.sleep(0.5)
+            assert emu.stats.total_calls == polls  # and stopped when interrupted
 
 
 def test_unknown_task_is_not_found(emu: Emulator) -> None:

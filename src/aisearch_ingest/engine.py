@@ -81,7 +81,14 @@ class _Portal:
         return asyncio.run_coroutine_threadsafe(func(*args), loop)
 
     def call(self, func: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-        return self.submit(func, *args).result()
+        future = self.submit(func, *args)
+        try:
+            return future.result()
+        except BaseException:
+            # Ctrl-C (KeyboardInterrupt) or another interruption of the waiting thread: stop the work too, so an
+            # abandoned parse does not go on polling -- or submitting -- in the background.
+            future.cancel()
+            raise
 
     def close(self, *, wait: bool = True) -> None:
         with self._lock:

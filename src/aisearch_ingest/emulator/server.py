@@ -535,7 +535,11 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        threading.Event().wait()
+        # Timed waits, not one endless wait: a Ctrl-C landing just before the thread blocks would otherwise only be
+        # seen when the wait returns, which an endless wait never does.
+        idle = threading.Event()
+        while not idle.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
