@@ -182,3 +182,26 @@ def test_emulator_command_serves_until_stopped() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_inputs_stay_on_disk_until_their_turn(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import tracemalloc
+
+    data = tmp_path / "batch"
+    shutil.copytree(DATA, data, ignore=shutil.ignore_patterns("*.pdf", "*.docx", "*.pptx", "*.png", "*.jpg"))
+    good = {p.name for p in data.iterdir()}
+    with (data / "huge.pdf").open("wb") as f:  # 3 GB, sparse: costs no disk, but reading it would cost 3 GB of RAM
+        f.write(b"%PDF-1.7\n")
+        f.truncate(3 * 1024**3)
+    out = tmp_path / "chunks.jsonl"
+    tracemalloc.start()
+    try:
+        code = main(["ingest", str(data), "--offline", "--out", str(out), "--no-progress"])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    captured = capsys.readouterr()
+    assert code == 1
+    assert {Path(json.loads(x)["metadata"]["source"]).name for x in out.read_text().splitlines()} == good
+    assert "huge.pdf is 3.0 GiB" in captured.out and "limit" in captured.out
+    assert peak < 512 * 1024**2, f"peak {peak / 2**20:.0f} MiB: a file was read whole"

@@ -17,6 +17,8 @@ from aisearch_ingest.sources import (
     check_aisearch_body,
     expand_inputs,
     load_source,
+    precheck_aisearch_size,
+    probe_type,
     sniff_type,
 )
 
@@ -121,3 +123,51 @@ def test_expand_inputs_walks_directories_and_skips_hidden(tmp_path: Path) -> Non
     only_pdf = list(expand_inputs(tmp_path, glob="**/*.pdf"))
     assert [Path(str(p)).name for p in only_pdf] == ["b.pdf"]
     assert list(expand_inputs(["https://x/y.pdf", b"raw"])) == ["https://x/y.pdf", b"raw"]
+
+
+def test_probe_type_agrees_with_load_source_without_reading_whole_files(tmp_path: Path) -> None:
+    samples = {
+        "a.pdf": PDF + b"0" * 10_000,
+        "junk-prefix.bin": b"garbage" * 10 + PDF,
+        "scan": PNG,
+        "photo.jpeg": JPEG,
+        "report.docx": _zip("word/document.xml"),
+        "deck.pptx": _zip("ppt/presentation.xml"),
+        "book.zip": _zip("xl/workbook.xml"),
+        "notes.md": "# 标题\n\n正文".encode(),
+        "page": b"<!DOCTYPE html><html><body>x</body></html>",
+        "long.txt": ("é" * 5000).encode(),  # a multi-byte character cut by the 4 KB head
+    }
+    samples_dir = Path(__file__).resolve().parents[1] / "notebooks" / "data"
+    paths = [*sorted(samples_dir.iterdir())]
+    for name, data in samples.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(tmp_path / name)
+    for path in paths:
+        assert probe_type(path) == (str(path), load_source(path).file_type), path.name
+    for bad, limit in (("empty.pdf", "empty"), ("missing.pdf", "not_found"), ("", "not_a_file")):
+        if bad == "empty.pdf":
+            (tmp_path / bad).write_bytes(b"")
+        with pytest.raises(InvalidInputError) as info:
+            probe_type(tmp_path / bad)
+        assert info.value.limit == limit
+        with pytest.raises(InvalidInputError) as loaded:
+            load_source(tmp_path / bad)
+        assert loaded.value.limit == limit
+
+
+def test_a_file_too_big_for_ai_search_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.pdf"
+    with huge.open("wb") as f:  # sparse: 5 GB that reading would put in memory
+        f.write(PDF)
+        f.truncate(5 * 1024**3)
+    with pytest.raises(InvalidInputError) as info:
+        precheck_aisearch_size(huge, service="document-analyze")
+    assert info.value.limit == "max_body_bytes" and info.value.value == 5 * 1024**3
+    assert str(huge) in str(info.value) and "5.0 GiB" in str(info.value)
+    fits = tmp_path / "fits.pdf"
+    fits.write_bytes(PDF + b"0" * (AISEARCH_MAX_BODY_BYTES * 3 // 4 - 2048))
+    precheck_aisearch_size(fits, service="document-analyze")  # the exact check happens after loading
+    check_aisearch_body(load_source(fits), allowed=DOCUMENT_TYPES, service="document-analyze")
+    for other in (b"bytes", "https://example.com/big.pdf", tmp_path / "missing.pdf"):
+        precheck_aisearch_size(other, service="document-analyze")

@@ -23,7 +23,15 @@ from .errors import TaskFailedError, TaskTimeoutError
 from .protocol import opensearch as proto
 from .ratelimit import RateLimiter, shared_rate_limiter
 from .results import ParseResult
-from .sources import DOCUMENT_TYPES, IMAGE_TYPES, Source, SourceLike, check_aisearch_body, load_source
+from .sources import (
+    DOCUMENT_TYPES,
+    IMAGE_TYPES,
+    Source,
+    SourceLike,
+    check_aisearch_body,
+    load_source,
+    precheck_aisearch_size,
+)
 from .transport import CallCounter, RetryPolicy, Transport
 
 __all__ = ["DocumentAnalyzer", "ImageAnalyzer", "PollPolicy", "Route"]
@@ -135,6 +143,7 @@ class _AISearchService(ParserEngine):
         return {}
 
     def _prepare(self, obj: SourceLike, file_name: str | None = None) -> Source:
+        precheck_aisearch_size(obj, service=self.service)  # a huge file is refused without being read
         source = load_source(obj, file_name=file_name)
         check_aisearch_body(source, allowed=self.allowed_types, service=self.service)
         return source

@@ -20,6 +20,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -27,7 +28,7 @@ from ._version import __version__
 from .errors import AISearchIngestError, ConfigurationError, InvalidInputError
 from .protocol.qwen_tasks import TASKS
 from .results import Outcome
-from .sources import DOCUMENT_TYPES, IMAGE_TYPES, Source, SourceLike, expand_inputs, load_source
+from .sources import DOCUMENT_TYPES, IMAGE_TYPES, SourceLike, expand_inputs, load_source, probe_type
 
 __all__ = ["main"]
 
@@ -87,20 +88,32 @@ class _Summary:
     calls: int = 0
 
 
-def _service_for(source: Source, choice: str) -> str:
+def _service_for(origin: str, file_type: str, choice: str) -> str:
     if choice != "auto":
         return choice
-    if source.file_type in IMAGE_TYPES:
+    if file_type in IMAGE_TYPES:
         return "image-vlm"
-    if source.file_type in DOCUMENT_TYPES:
+    if file_type in DOCUMENT_TYPES:
         return "document"
     raise InvalidInputError(
-        f"{source.origin}: no service parses .{source.file_type or '?'} files "
+        f"{origin}: no service parses .{file_type or '?'} files "
         f"(documents: {', '.join(sorted(DOCUMENT_TYPES))}; images: {', '.join(sorted(IMAGE_TYPES))})",
-        source=source.origin,
+        source=origin,
         limit="file_type",
-        value=source.file_type,
+        value=file_type,
     )
+
+
+def _route(item: SourceLike, choice: str) -> tuple[str, SourceLike]:
+    """The service for one input. Local files are typed from their first bytes and stay on disk until their turn
+    comes (a large batch is never held in memory); other inputs are loaded."""
+    if isinstance(item, (str, os.PathLike)):
+        text = os.fspath(item)
+        if not text.startswith("data:") and urlsplit(text).scheme.lower() not in ("http", "https"):
+            origin, file_type = probe_type(text)
+            return _service_for(origin, file_type, choice), item
+    source = load_source(item)
+    return _service_for(source.origin, source.file_type, choice), source
 
 
 def _missing_keys_message(services: set[str]) -> str | None:
@@ -150,13 +163,13 @@ def _ingest(args: argparse.Namespace) -> int:
     failures_path = out_path.with_name(out_path.stem + ".failures.jsonl")
     summary = _Summary()
 
-    # Load and route every input first: bad inputs are reported, never dropped.
+    # Route every input first: bad inputs are reported, never dropped.
     groups: dict[str, list[SourceLike]] = {}
     for item in expand_inputs(args.paths, glob=args.glob):
         name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else repr(item)
         try:
-            source = load_source(item)
-            groups.setdefault(_service_for(source, args.service), []).append(source)
+            service, routed = _route(item, args.service)
+            groups.setdefault(service, []).append(routed)
         except AISearchIngestError as exc:
             summary.failed.append((str(name), str(exc)))
     total = sum(len(v) for v in groups.values()) + len(summary.failed)
@@ -293,7 +306,7 @@ def _estimate(args: argparse.Namespace) -> int:
         name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else repr(item)
         try:
             source = load_source(item)
-            service = _service_for(source, "auto")
+            service = _service_for(source.origin, source.file_type, "auto")
         except AISearchIngestError as exc:
             errors += 1
             rows.append((str(name), "error", "", "", "", str(exc)))

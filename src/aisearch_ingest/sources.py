@@ -16,7 +16,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Union
+from typing import IO, Union
 from urllib.parse import unquote, urlsplit
 
 from .errors import InvalidInputError
@@ -32,6 +32,8 @@ __all__ = [
     "expand_inputs",
     "human_size",
     "load_source",
+    "precheck_aisearch_size",
+    "probe_type",
     "sniff_type",
 ]
 
@@ -179,17 +181,7 @@ def sniff_type(data: bytes, file_name: str = "") -> str | None:
     if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"mif1", b"msf1", b"heim", b"heis"):
         return "heic"
     if head.startswith(b"PK\x03\x04"):
-        try:
-            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
-        except (zipfile.BadZipFile, ValueError):
-            return ext or None
-        if any(n.startswith("word/") for n in names):
-            return "docx"
-        if any(n.startswith("ppt/") for n in names):
-            return "pptx"
-        if any(n.startswith("xl/") for n in names):
-            return "xlsx"
-        return ext or "zip"
+        return _zip_type(io.BytesIO(data), ext)
     if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):  # OLE2: .doc / .ppt / .xls
         return ext if ext in ("doc", "ppt", "xls") else "doc"
     # Text: markdown, html, plain.
@@ -208,6 +200,66 @@ def sniff_type(data: bytes, file_name: str = "") -> str | None:
     if ext:
         return ext
     return "txt"
+
+
+def _zip_type(file: str | os.PathLike[str] | IO[bytes], ext: str) -> str | None:
+    """docx / pptx / xlsx from a zip's member names (only the zip's directory is read)."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return ext or None
+    if any(n.startswith("word/") for n in names):
+        return "docx"
+    if any(n.startswith("ppt/") for n in names):
+        return "pptx"
+    if any(n.startswith("xl/") for n in names):
+        return "xlsx"
+    return ext or "zip"
+
+
+def probe_type(obj: str | os.PathLike[str]) -> tuple[str, str]:
+    """The type of a local file from its first 4 KB (and a zip's directory), without reading the whole file.
+
+    What :func:`load_source` would find, for routing a large batch before any file is loaded.
+
+    Args:
+        obj: a local path (``file://`` URLs too).
+
+    Returns:
+        ``(origin, file_type)``.
+
+    Raises:
+        InvalidInputError: missing, unreadable or empty file, a directory, or an unknown type -- the same errors
+            :func:`load_source` raises.
+    """
+    text = os.fspath(obj)
+    if urlsplit(text).scheme.lower() == "file":
+        text = unquote(urlsplit(text).path)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise InvalidInputError(
+            f"{text} is a directory; pass its files (loaders and the CLI expand directories)",
+            source=text,
+            limit="not_a_file",
+        )
+    try:
+        with path.open("rb") as file:
+            head = file.read(4096)
+    except FileNotFoundError as exc:
+        raise InvalidInputError(f"{text}: no such file", source=text, limit="not_found") from exc
+    except OSError as exc:
+        raise InvalidInputError(
+            f"{text}: cannot read ({exc.strerror or exc})", source=text, limit="unreadable"
+        ) from exc
+    if not head:
+        raise InvalidInputError(f"{text} is empty (0 bytes); nothing to parse", source=text, limit="empty", value=0)
+    kind = _zip_type(path, _ext(path.name)) if head.startswith(b"PK\x03\x04") else sniff_type(head, path.name)
+    if kind is None:
+        raise InvalidInputError(
+            f"{text}: cannot tell the file type from its content or name", source=text, limit="file_type"
+        )
+    return text, kind
 
 
 def _name_from_url(url: str) -> str:
@@ -322,20 +374,48 @@ def check_aisearch_body(source: Source, *, allowed: frozenset[str], service: str
             limit="file_type",
             value=kind,
         )
-    encoded = 4 * math.ceil(source.size / 3)
-    overhead = 256 + len(source.file_name.encode())
+    _check_body_size(source.origin, source.size, source.file_name, service)
+
+
+def _check_body_size(origin: str, size: int, file_name: str, service: str) -> None:
+    encoded = 4 * math.ceil(size / 3)
+    overhead = 256 + len(file_name.encode())
     if encoded + overhead > AISEARCH_MAX_BODY_BYTES:
         raise InvalidInputError(
-            f"{source.origin} is {human_size(source.size)}; base64-encoded it makes a "
+            f"{origin} is {human_size(size)}; base64-encoded it makes a "
             f"{human_size(encoded + overhead)} request body, over {service}'s "
             f"{human_size(AISEARCH_MAX_BODY_BYTES)} limit (files up to about "
             f"{human_size((AISEARCH_MAX_BODY_BYTES - overhead) * 3 // 4)} fit). "
             "Upload it somewhere the service can fetch and pass its http(s) URL instead.",
-            source=source.origin,
+            source=origin,
             limit="max_body_bytes",
-            value=source.size,
+            value=size,
             maximum=AISEARCH_MAX_BODY_BYTES,
         )
+
+
+def precheck_aisearch_size(obj: SourceLike, *, service: str) -> None:
+    """Reject a local file that cannot fit AI Search's request body before reading it into memory.
+
+    Only files that are too big whatever name they are sent under are rejected here; :func:`check_aisearch_body`
+    does the exact check once the file is loaded. Anything else (bytes, URLs, missing files) passes through.
+
+    Raises:
+        InvalidInputError: ``limit="max_body_bytes"``, as :func:`check_aisearch_body`.
+    """
+    if not isinstance(obj, (str, os.PathLike)):
+        return
+    text = os.fspath(obj)
+    if text.startswith("data:") or urlsplit(text).scheme.lower() in ("http", "https"):
+        return
+    if urlsplit(text).scheme.lower() == "file":
+        text = unquote(urlsplit(text).path)
+    try:
+        size = Path(text).expanduser().stat().st_size
+    except OSError:
+        return  # load_source reports it
+    if 4 * math.ceil(size / 3) + 256 > AISEARCH_MAX_BODY_BYTES:
+        _check_body_size(text, size, Path(text).name, service)
 
 
 def expand_inputs(
