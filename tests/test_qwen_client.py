@@ -322,7 +322,19 @@ def blank(size: tuple[int, int], fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
+def heic(png: bytes) -> bytes:
+    """The image re-encoded as HEIC (an iPhone photo's format), with pillow-heif from the `local` extra."""
+    pytest.importorskip("pillow_heif", reason="HEIC needs pillow-heif (the `local` extra)")
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(png)).save(buffer, format="HEIF", quality=95)
+    return buffer.getvalue()
+
+
 LIMIT_CASES: list[tuple[str, Callable[[], bytes], str, dict[str, Any]]] = [
+    ("short.heic", lambda: heic(blank((400, 9))), "min_side", {}),
     ("big.png", lambda: noise_png((1900, 1900)), "max_image_bytes", {}),  # ~10.8 MB, ~14.4 MB in base64
     ("thin.png", lambda: blank((10, 400)), "min_side", {}),
     ("short.png", lambda: blank((400, 9)), "min_side", {}),
@@ -354,6 +366,20 @@ def test_each_limit_is_rejected_before_sending(
     assert info.value.limit == limit
     assert name in str(info.value)
     assert emu.stats.total_calls == 0
+
+
+@pytest.mark.parametrize("api", ["native", "openai"])
+def test_heic_photos_are_read(emu: Emulator, api: str) -> None:
+    png = text_image(["HEIC photo 2026", "Total: 9.00"])
+    photo = heic(png)
+    assert photo[4:12] == b"ftypheic"
+    wire = Wire()
+    with make(emu, api=api, task="text_recognition", http_client_factory=wire.factory) as ocr:
+        result = ocr.parse(photo, file_name="IMG_0001.HEIC")
+        same_as_png = ocr.parse(png, file_name="IMG_0001.png")
+    assert "HEIC photo 2026" in result.content and "9.00" in result.content
+    assert "data:image/heic;base64," in json.dumps(wire.bodies[0])
+    assert result.usage["image_tokens"] == same_as_png.usage["image_tokens"]  # decoded at its real 520 x 200 size
 
 
 def test_invalid_options_fail_at_construction(emu: Emulator) -> None:

@@ -19,6 +19,7 @@ by default -- ``max_pixels`` may raise that to 23.52 million.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
@@ -78,10 +79,24 @@ def pixel_limit(max_pixels: int | None) -> int:
     return min(max(MAX_PIXELS_DEFAULT_LIMIT, max_pixels or 0), MAX_PIXELS_UPPER_LIMIT)
 
 
+@functools.cache
+def heif_available() -> bool:
+    """Whether Pillow can read HEIC here: pillow-heif (the ``local`` extra) installed, and registered on first use."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
 def image_size(data: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` of an image from its header, or None when Pillow cannot read it (e.g. HEIC)."""
+    """``(width, height)`` of an image from its header, or None when Pillow cannot read it (HEIC without
+    pillow-heif)."""
     from PIL import Image, UnidentifiedImageError
 
+    if data[4:8] == b"ftyp":
+        heif_available()
     try:
         with Image.open(io.BytesIO(data)) as img:
             return int(img.width), int(img.height)
@@ -210,8 +225,8 @@ def check_image(source: Source, *, max_pixels: int | None = None) -> tuple[int, 
         )
     size = image_size(source.data)
     if size is None:
-        if source.file_type == "heic":  # Pillow needs a plugin for HEIC; the service checks it
-            logger.debug("%s: HEIC dimensions not checked locally (no Pillow HEIC plugin)", where)
+        if source.file_type == "heic" and not heif_available():  # the service checks it
+            logger.debug("%s: HEIC dimensions not checked locally (install pillow-heif: the local extra)", where)
             return None
         raise InvalidInputError(
             f"{where}: the {source.file_type} image cannot be decoded", source=where, limit="unreadable"

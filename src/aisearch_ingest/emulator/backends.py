@@ -24,6 +24,7 @@ image.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import html
 import io
@@ -261,11 +262,28 @@ def sniff_image_format(data: bytes) -> str | None:
     return None
 
 
+@functools.cache
+def _heif_codec() -> bool:
+    """Teach Pillow HEIC (pillow-heif, in the ``local`` extra); False when it is not installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+def _heic_ready(data: bytes) -> None:
+    if sniff_image_format(data) == "heic" and not _heif_codec():
+        raise UnsupportedDocument("HEIC images need the HEIF codec: pip install 'aisearch-ingest[local]' (pillow-heif)")
+
+
 def _open_image(data: bytes) -> Any:
     try:
         from PIL import Image
     except ImportError as exc:  # pragma: no cover - core dependency
         raise _missing("pillow", exc) from exc
+    _heic_ready(data)
     if not data:
         raise CorruptDocument("empty image")
     try:
@@ -275,8 +293,6 @@ def _open_image(data: bytes) -> Any:
         raise CorruptDocument(f"image too large to decode: {exc}") from exc
     except Exception as exc:
         fmt = sniff_image_format(data)
-        if fmt == "heic":
-            raise UnsupportedDocument("HEIC images cannot be decoded offline (no HEIF codec)") from exc
         raise CorruptDocument(f"cannot decode image ({fmt or 'unknown format'}): {exc}") from exc
     return img
 
@@ -297,12 +313,11 @@ def image_size(data: bytes) -> tuple[int, int]:
         from PIL import Image
     except ImportError as exc:  # pragma: no cover - core dependency
         raise _missing("pillow", exc) from exc
+    _heic_ready(data)
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
     except Exception as exc:
-        if sniff_image_format(data) == "heic":
-            raise UnsupportedDocument("HEIC images cannot be decoded offline (no HEIF codec)") from exc
         raise CorruptDocument(f"cannot read image header: {exc}") from exc
     return int(width), int(height)
 
