@@ -6,6 +6,7 @@ The core imports no framework; LangChain classes live in :mod:`aisearch_ingest.l
 
 from ._version import __version__
 from .aisearch import DocumentAnalyzer, ImageAnalyzer, PollPolicy
+from .cache import ResultCache
 from .chunking import Chunk, StructuredChunker, get_encoding
 from .errors import (
     AISearchIngestError,
@@ -56,6 +57,7 @@ __all__ = [
     "QwenOCR",
     "RateLimitError",
     "RateLimiter",
+    "ResultCache",
     "RetryPolicy",
     "ServerError",
     "Source",

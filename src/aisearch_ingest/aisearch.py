@@ -4,11 +4,16 @@
 Both speak the async-task flow (create → task-status) and the ``/sync`` call. ``route="auto"`` picks the route that
 spends the fewest calls where it is safe: one ``/sync`` call per image; create + polls for documents, whose parsing
 can outlast an HTTP exchange.
+
+With ``cache=``, a task's id is recorded as soon as the create call answers: a later run over the same input resumes
+polling that task instead of creating another; a task the service no longer knows (tasks expire) or that failed is
+forgotten and the input submitted afresh.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -17,9 +22,10 @@ from typing import Any, Literal
 import anyio
 import httpx
 
+from .cache import ResultCache, endpoint_host
 from .config import AISearchSettings, SecretStr, resolve_aisearch
 from .engine import ParserEngine
-from .errors import TaskFailedError, TaskTimeoutError
+from .errors import AISearchIngestError, APIStatusError, NotFoundError, TaskFailedError, TaskTimeoutError
 from .protocol import opensearch as proto
 from .ratelimit import RateLimiter, shared_rate_limiter
 from .results import ParseResult
@@ -109,6 +115,7 @@ class _AISearchService(ParserEngine):
         rate_limiter: RateLimiter | None = None,
         http_client_factory: Callable[[], httpx.AsyncClient] | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        cache: ResultCache | str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(max_concurrency=max_concurrency)
         if route not in ("auto", "async", "sync"):
@@ -128,6 +135,7 @@ class _AISearchService(ParserEngine):
             sleep=sleep,
             http_client_factory=http_client_factory,
         )
+        self._set_cache(cache)  # last: a client whose settings are refused opens no cache file
 
     def __repr__(self) -> str:
         return (
@@ -141,6 +149,16 @@ class _AISearchService(ParserEngine):
 
     def _options(self) -> dict[str, Any]:
         return {}
+
+    def _cache_identity(self) -> dict[str, Any]:
+        # The route is left out: /sync and create + poll give the same answer.
+        return {
+            "service": self.service,
+            "service_id": self.service_id,
+            "endpoint": endpoint_host(self.settings.base_url),
+            "workspace": self.settings.workspace,
+            "options": self._options(),
+        }
 
     def _prepare(self, obj: SourceLike, file_name: str | None = None) -> Source:
         precheck_aisearch_size(obj, service=self.service)  # a huge file is refused without being read
@@ -176,6 +194,12 @@ class _AISearchService(ParserEngine):
         return await self._run_task(source, body, counter)
 
     async def _run_task(self, source: Source, body: dict[str, Any], counter: CallCounter) -> ParseResult:
+        key = self._cache_key(source)
+        recorded = await self._cache_task(key)
+        if recorded is not None:
+            resumed = await self._resume(recorded.task_id, key, source, counter)
+            if resumed is not None:
+                return resumed
         ws = self.settings.workspace
         created = await self._transport.request(
             "POST",
@@ -194,7 +218,32 @@ class _AISearchService(ParserEngine):
                 request_id=created.request_id,
                 source=source.origin,
             )
-        return await self.await_task(task_id, source=source, counter=counter)
+        await self._cache_record_task(key, task_id)
+        try:
+            # On success the engine stores the result and forgets the task in one transaction.
+            return await self.await_task(task_id, source=source, counter=counter)
+        except AISearchIngestError as exc:
+            # A failed or vanished task is forgotten (the next run submits afresh); a task still running
+            # (our deadline passed, the connection broke...) stays recorded so the next run resumes it.
+            if isinstance(exc, TaskFailedError) or _task_gone(exc):
+                await self._cache_forget_task(key, task_id)
+            raise
+
+    async def _resume(self, task_id: str, key: str | None, source: Source, counter: CallCounter) -> ParseResult | None:
+        """Poll a task recorded by an earlier run; None when it is gone or failed (forgotten: submit afresh)."""
+        logger.info("%s: resuming task %s recorded in the result cache", source.origin, task_id)
+        try:
+            return await self.await_task(task_id, source=source, counter=counter)
+        except TaskFailedError as exc:
+            logger.warning("%s: recorded task %s failed (%s); submitting afresh", source.origin, task_id, exc.message)
+        except APIStatusError as exc:
+            if not _task_gone(exc):
+                raise
+            logger.info(
+                "%s: recorded task %s no longer exists on the service; submitting afresh", source.origin, task_id
+            )
+        await self._cache_forget_task(key, task_id)
+        return None
 
     async def await_task(
         self, task_id: str, *, source: Source | None = None, counter: CallCounter | None = None
@@ -250,6 +299,13 @@ class _AISearchService(ParserEngine):
         )
 
 
+def _task_gone(exc: BaseException) -> bool:
+    """Whether the service said the task does not exist (unknown or expired task id)."""
+    if isinstance(exc, NotFoundError):
+        return True
+    return isinstance(exc, APIStatusError) and "TaskNotExist" in (exc.code or "")
+
+
 class DocumentAnalyzer(_AISearchService):
     """Parse PDFs, Office files, HTML, Markdown and text with AI Search ``ops-document-analyze-001``.
 
@@ -269,6 +325,8 @@ class DocumentAnalyzer(_AISearchService):
         max_retries: retries per HTTP call for 429/5xx/connection errors.
         timeout: overall deadline per task in seconds.
         request_timeout: timeout of one HTTP exchange.
+        cache: a :class:`~aisearch_ingest.cache.ResultCache` or its path: results of the same bytes with the same
+            options come from it with no call, and tasks in flight are recorded so a later run resumes them.
 
     Example:
         >>> from aisearch_ingest import DocumentAnalyzer
@@ -305,7 +363,9 @@ class DocumentAnalyzer(_AISearchService):
 class ImageAnalyzer(_AISearchService):
     """Describe and OCR images with AI Search ``ops-image-analyze-vlm-001`` (default) or ``-ocr-001``.
 
-    ``route="auto"`` uses the ``/sync`` call: one HTTP call per image, the cheapest under the 10 QPS limit.
+    ``route="auto"`` uses the ``/sync`` call: one HTTP call per image, the cheapest under the 10 QPS limit. The
+    arguments are those of :class:`DocumentAnalyzer` but ``image_storage`` and ``enable_semantic``; with ``cache=``,
+    ``route="async"`` tasks are recorded and resumed as there.
 
     Example:
         >>> from aisearch_ingest import ImageAnalyzer

@@ -2,6 +2,7 @@
 and run the ``emulator``.
 
     aisearch-ingest ingest notebooks/data --offline --out chunks.jsonl
+    aisearch-ingest ingest notebooks/data --cache .aisearch-cache.sqlite --out chunks.jsonl   # resumable
     aisearch-ingest estimate notebooks/data
     aisearch-ingest emulator --port 8765
 """
@@ -60,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--concurrency", type=int, default=10, help="files in flight per service")
     ingest.add_argument("--qps", type=float, default=None, help="calls per second per service (default 10)")
     ingest.add_argument("--timeout", type=float, default=900.0, help="deadline per file in seconds")
+    ingest.add_argument("--cache", metavar="PATH", default=None, help="SQLite result cache: files parsed "
+                        "before with the same options cost no call; an interrupted run's tasks are resumed "
+                        "(default: off)")  # fmt: skip
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
     ingest.add_argument("-v", "--verbose", action="store_true", help="log retries and polls")
 
@@ -86,6 +90,7 @@ class _Summary:
     pages: int = 0
     usage: dict[str, Counter[str]] = field(default_factory=dict)  # per service: its own usage fields
     calls: int = 0
+    cached: int = 0  # files whose result came from the cache (no call)
 
 
 def _service_for(origin: str, file_type: str, choice: str) -> str:
@@ -132,8 +137,10 @@ def _missing_keys_message(services: set[str]) -> str | None:
     )
 
 
-def _make_client(service: str, args: argparse.Namespace, endpoint: str | None, key: str | None) -> Any:
-    common: dict[str, Any] = {"api_key": key, "max_concurrency": args.concurrency, "qps": args.qps}
+def _make_client(
+    service: str, args: argparse.Namespace, endpoint: str | None, key: str | None, cache: Any = None
+) -> Any:
+    common: dict[str, Any] = {"api_key": key, "max_concurrency": args.concurrency, "qps": args.qps, "cache": cache}
     if service == "qwen-ocr":
         from .qwen import QwenOCR
 
@@ -192,7 +199,12 @@ def _ingest(args: argparse.Namespace) -> int:
                 print(message, file=sys.stderr)
                 return 2
         try:
-            clients = {service: _make_client(service, args, endpoint, key) for service in groups}
+            cache = None
+            if args.cache:
+                from .cache import ResultCache
+
+                cache = stack.enter_context(ResultCache(args.cache))  # shared by the clients, closed last
+            clients = {service: _make_client(service, args, endpoint, key, cache) for service in groups}
         except ConfigurationError as exc:
             print(f"aisearch-ingest: {exc}", file=sys.stderr)
             return 2
@@ -264,13 +276,17 @@ def _handle(outcome: Outcome, shaper: Any, out: IO[str], summary: _Summary, bar:
     summary.documents += len(records)
     summary.pages += result.page_num
     summary.calls += result.calls
-    summary.usage.setdefault(result.service, Counter()).update(result.usage)
+    if result.cached:
+        summary.cached += 1
+    else:  # a cached result's usage was billed by the run that stored it
+        summary.usage.setdefault(result.service, Counter()).update(result.usage)
+    timing = "from the cache" if result.cached else f"{result.latency:.1f}s"
     _report(
         bar,
         summary,
         outcome.source,
         ok=True,
-        detail=f"{result.service}, {result.page_num} page(s), {len(records)} document(s), {result.latency:.1f}s",
+        detail=f"{result.service}, {result.page_num} page(s), {len(records)} document(s), {timing}",
     )
 
 
@@ -281,7 +297,8 @@ def _print_summary(summary: _Summary, out_path: Path, failures_path: Path, wall:
         f"files failed:      {len(summary.failed)}",
         f"documents written: {summary.documents} → {out_path}",
         f"pages:             {summary.pages}",
-        f"service calls:     {summary.calls}",
+        f"service calls:     {summary.calls}"
+        + (f" ({summary.cached} file(s) answered from the cache)" if summary.cached else ""),
     ]
     for service, usage in sorted(summary.usage.items()):
         fields = ", ".join(f"{k}={v:g}" for k, v in sorted(usage.items()))

@@ -1,6 +1,6 @@
 """Parse one / parse many, for every service: bounded concurrency under the shared rate limit, outcomes yielded as
 they complete (one failure never cancels the others), and a blocking API that works inside a running event loop and
-inside Jupyter.
+inside Jupyter; with ``cache=``, results come from (and go to) a :class:`~aisearch_ingest.cache.ResultCache`.
 
 The blocking methods drive the async engine on a private event loop that runs on a worker thread owned by the
 service object (anyio's blocking portal), so they never call ``asyncio.run()`` over the caller's loop and never need
@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import queue
+import sqlite3
 import sys
 import threading
 import time
@@ -22,7 +23,9 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import anyio
+import anyio.to_thread
 
+from .cache import InFlightTask, ResultCache, cache_key, open_cache
 from .errors import AISearchIngestError, APIConnectionError
 from .results import Outcome, ParseResult
 from .sources import Source, SourceLike, expand_inputs
@@ -38,6 +41,9 @@ T = TypeVar("T")
 ProgressCallback = Callable[[int, "int | None", Outcome], None]
 
 _SENTINEL = object()
+
+#: What a cache read or write may raise: SQLite and file errors, and a result JSON cannot represent.
+_CACHE_ERRORS = (sqlite3.Error, OSError, ValueError, TypeError)
 
 
 class _Portal:
@@ -105,17 +111,43 @@ class _Portal:
 class ParserEngine(ABC):
     """Base of every service client: implement :meth:`_prepare` and :meth:`_aparse_source`.
 
-    Subclasses get :meth:`aparse`, :meth:`aparse_many` (async) and :meth:`parse`, :meth:`parse_many` (blocking).
+    Subclasses get :meth:`aparse`, :meth:`aparse_many` (async) and :meth:`parse`, :meth:`parse_many` (blocking),
+    and the result cache when they implement :meth:`_cache_identity`.
+
+    Args:
+        max_concurrency: sources in flight at once in ``parse_many``.
+        cache: a :class:`~aisearch_ingest.cache.ResultCache`, or the path of one (opened now, closed with the
+            client), or None for no cache. A cached result is returned without any HTTP call (``cached=True``,
+            ``calls=0``); a new result is stored. A cache that fails later (disk full, file removed...) is logged
+            and the parse goes on uncached.
+
+    Raises:
+        ConfigurationError: ``cache`` is a path that cannot be opened as a cache.
     """
 
     #: ``document-analyze``, ``image-analyze`` or ``qwen-ocr``
     service: str = ""
 
-    def __init__(self, *, max_concurrency: int = 10) -> None:
+    def __init__(self, *, max_concurrency: int = 10, cache: ResultCache | str | os.PathLike[str] | None = None) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.max_concurrency = max_concurrency
         self._portal = _Portal()
+        self._cache: ResultCache | None = None
+        self._owns_cache = False
+        self._cache_warned = False
+        self._set_cache(cache)
+
+    def _set_cache(self, cache: ResultCache | str | os.PathLike[str] | None) -> None:
+        """Attach ``cache`` (a path is opened here and owned: closed with the client). Subclasses call it last in
+        their constructor, so a client whose settings are refused leaves no cache file open."""
+        self._close_owned_cache()
+        self._cache, self._owns_cache = open_cache(cache)
+
+    @property
+    def cache(self) -> ResultCache | None:
+        """The result cache, or None."""
+        return self._cache
 
     # -- to implement --------------------------------------------------------------------------------------------
 
@@ -130,6 +162,77 @@ class ParserEngine(ABC):
     async def _aclose_transports(self) -> None:
         """Close the HTTP clients bound to the running loop."""
         return None
+
+    def _cache_identity(self) -> dict[str, Any] | None:
+        """What this client contributes to a cache key (see :func:`~aisearch_ingest.cache.cache_key`): service,
+        service id or model, endpoint host, workspace and the options that change the result. Never the API key.
+        None (the default) means results of this client are not cached."""
+        return None
+
+    # -- cache ---------------------------------------------------------------------------------------------------
+
+    def _cache_key(self, source: Source) -> str | None:
+        """The cache key of ``source`` for this client, or None without a cache."""
+        if self._cache is None:
+            return None
+        identity = self._cache_identity()
+        if identity is None:
+            return None
+        try:
+            return cache_key(identity, source)
+        except (TypeError, ValueError) as exc:  # an option JSON cannot represent: that source goes uncached
+            self._cache_warn("key", exc)
+            return None
+
+    def _cache_warn(self, what: str, exc: BaseException) -> None:
+        if not self._cache_warned:
+            self._cache_warned = True
+            logger.warning(
+                "result cache %s failed (%s: %s); going on without it for this call "
+                "(further cache errors of this client are logged at DEBUG level)",
+                what,
+                type(exc).__name__,
+                exc,
+            )
+        else:
+            logger.debug("result cache %s failed (%s: %s)", what, type(exc).__name__, exc)
+
+    async def _cache_call(self, what: str, func: Callable[..., T], *args: Any) -> T | None:
+        """Run one cache operation in a worker thread (SQLite may wait on another process's lock; the event loop
+        must not). A failure is logged and gives None: the parse goes on uncached."""
+        try:
+            return await anyio.to_thread.run_sync(func, *args)
+        except _CACHE_ERRORS as exc:
+            self._cache_warn(what, exc)
+            return None
+
+    async def _cache_lookup(self, key: str, prepared: Source, started: float) -> ParseResult | None:
+        assert self._cache is not None
+        hit = await self._cache_call("read", self._cache.get, key)
+        if hit is None:
+            return None
+        # The service's answer is the stored one; the input's own name is this call's (same bytes, other path).
+        hit.source, hit.file_name = prepared.origin, prepared.file_name
+        hit.cached, hit.calls = True, 0
+        hit.latency = time.monotonic() - started
+        logger.debug("%s: result from the cache (%s…)", prepared.origin, key[:12])
+        return hit
+
+    async def _cache_task(self, key: str | None) -> InFlightTask | None:
+        """The task recorded as in flight for ``key``, if any."""
+        if key is None or self._cache is None:
+            return None
+        return await self._cache_call("read", self._cache.get_task, key)
+
+    async def _cache_record_task(self, key: str | None, task_id: str) -> None:
+        """Record ``task_id`` as in flight for ``key`` (the next run resumes it)."""
+        if key is not None and self._cache is not None:
+            await self._cache_call("write", self._cache.put_task, key, task_id)
+
+    async def _cache_forget_task(self, key: str | None, task_id: str) -> None:
+        """Remove the in-flight record of ``task_id``."""
+        if key is not None and self._cache is not None:
+            await self._cache_call("write", self._cache.forget_task, key, task_id)
 
     # -- async API -----------------------------------------------------------------------------------------------
 
@@ -147,6 +250,11 @@ class ParserEngine(ABC):
     async def _timed(self, prepared: Source) -> ParseResult:
         counter = CallCounter()
         started = time.monotonic()
+        key = self._cache_key(prepared)
+        if key is not None:
+            hit = await self._cache_lookup(key, prepared, started)
+            if hit is not None:
+                return hit
         try:
             result = await self._aparse_source(prepared, counter)
         except AISearchIngestError as exc:
@@ -155,6 +263,9 @@ class ParserEngine(ABC):
             raise
         result.latency = time.monotonic() - started
         result.calls = counter.calls
+        if key is not None and self._cache is not None:
+            # Stores the result and forgets its in-flight task in one transaction.
+            await self._cache_call("write", self._cache.put, key, result)
         return result
 
     async def aparse_many(
@@ -268,17 +379,32 @@ class ParserEngine(ABC):
     # -- lifecycle -----------------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the private loop and its HTTP connections (async users: ``await aclose()``)."""
+        """Close the private loop and its HTTP connections, and the cache this client opened from a path
+        (async users: ``await aclose()``)."""
         portal = self._portal
-        if portal.started:
-            try:
-                portal.call(self._aclose_transports)
-            finally:
-                portal.close()
+        try:
+            if portal.started:
+                try:
+                    portal.call(self._aclose_transports)
+                finally:
+                    portal.close()
+        finally:
+            self._close_owned_cache()
 
     async def aclose(self) -> None:
-        """Close the HTTP connections bound to the running loop."""
-        await self._aclose_transports()
+        """Close the HTTP connections bound to the running loop, and the cache this client opened from a path
+        (used again, both open again)."""
+        try:
+            await self._aclose_transports()
+        finally:
+            self._close_owned_cache()
+
+    def _close_owned_cache(self) -> None:
+        if self._owns_cache and self._cache is not None:
+            try:
+                self._cache.close()
+            except sqlite3.Error as exc:  # pragma: no cover - closing a connection hardly fails
+                logger.debug("closing the result cache failed: %s", exc)
 
     def __enter__(self: T) -> T:
         return self

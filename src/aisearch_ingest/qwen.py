@@ -9,6 +9,7 @@ page rendering and the image limits in :mod:`aisearch_ingest.pages`; the token e
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import Any, Literal
@@ -17,6 +18,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from .cache import ResultCache, endpoint_host
 from .config import DashScopeSettings, SecretStr, resolve_dashscope
 from .engine import ParserEngine
 from .errors import AISearchIngestError, APIConnectionError, StreamError
@@ -140,9 +142,12 @@ class QwenOCR(ParserEngine):
         request_timeout: timeout of one HTTP exchange (for a stream: between two reads).
         http_client_factory: builds the ``httpx.AsyncClient`` (proxies, TLS...).
         sleep: awaited for every wait (backoff, rate limit); injectable in tests.
+        cache: a :class:`~aisearch_ingest.cache.ResultCache` or its path: a file already parsed with the same
+            model, endpoint and options comes from it with no call (``result.cached``; a streaming client then
+            calls no ``on_delta``). :meth:`astream` never uses it.
 
     Raises:
-        ConfigurationError: no API key, unknown region, malformed base URL.
+        ConfigurationError: no API key, unknown region, malformed base URL, a ``cache`` path that cannot be opened.
         ValueError: an unknown task or API, a schema nested too deep, conflicting options.
 
     Example:
@@ -182,6 +187,7 @@ class QwenOCR(ParserEngine):
         request_timeout: float = 120.0,
         http_client_factory: Callable[[], httpx.AsyncClient] | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        cache: ResultCache | str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(max_concurrency=max_concurrency)
         if api not in ("native", "openai"):
@@ -233,6 +239,7 @@ class QwenOCR(ParserEngine):
             sleep=sleep,
             http_client_factory=http_client_factory,
         )
+        self._set_cache(cache)  # last: a client whose settings are refused opens no cache file
 
     def __repr__(self) -> str:
         return (
@@ -250,6 +257,28 @@ class QwenOCR(ParserEngine):
         return self.request.max_pixels or DEFAULT_MAX_PIXELS
 
     # -- engine hooks ----------------------------------------------------------------------------------------------
+
+    def _cache_identity(self) -> dict[str, Any]:
+        # ``stream`` and ``incremental_output`` are left out: they change how the answer travels, not the answer.
+        request = self.request
+        return {
+            "service": self.service,
+            "model": self.model,
+            "endpoint": endpoint_host(self.settings.base_url),
+            "workspace": self.settings.workspace,
+            "options": {
+                "api": self.api,
+                "task": request.task,
+                "result_schema": dict(request.result_schema) if request.result_schema else None,
+                "prompt": request.prompt,
+                "min_pixels": request.min_pixels,
+                "max_pixels": request.max_pixels,
+                "enable_rotate": request.enable_rotate,
+                "max_tokens": request.max_tokens,
+                "temperature": request.temperature,
+                "pdf_dpi": self.pdf_dpi,
+            },
+        }
 
     def _prepare(self, obj: SourceLike, file_name: str | None = None) -> Source:
         source = load_source(obj, file_name=file_name)

@@ -8,9 +8,12 @@ from typing import Any
 
 from .errors import AISearchIngestError
 
-__all__ = ["Outcome", "Page", "ParseResult", "flatten_usage"]
+__all__ = ["RESULT_SCHEMA_VERSION", "Outcome", "Page", "ParseResult", "flatten_usage"]
 
 Scalar = str | int | float | bool | None
+
+#: Version of the dictionary layout of :meth:`ParseResult.to_dict`; :meth:`ParseResult.from_dict` refuses others.
+RESULT_SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,22 @@ class Page:
     number: int
     content: str
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The page as plain JSON-ready data (``extra`` copied as it is)."""
+        return {"number": self.number, "content": self.content, "extra": dict(self.extra)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Page:
+        """The page back from :meth:`to_dict`.
+
+        Raises:
+            ValueError: ``data`` is not a page's dictionary.
+        """
+        try:
+            return cls(int(data["number"]), str(data["content"]), dict(data.get("extra") or {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a Page dictionary: {exc!r}") from exc
 
 
 @dataclass
@@ -51,6 +70,9 @@ class ParseResult:
         source_sha256: hex sha256 of the bytes sent, or of the URL when a URL was sent.
         ocr_task: the Qwen-OCR task (``text_recognition``..., or ``custom``), else None.
         extra: structured outputs (``words_info``, ``kv_result``, raw ``ocr_result``...), never flattened into metadata.
+        cached: True when the result came from a :class:`~aisearch_ingest.cache.ResultCache` instead of the
+            service (then ``calls`` is 0 and ``latency`` is the look-up's; ``usage``, ``request_id`` and ``task_id``
+            are those of the original call).
     """
 
     source: str
@@ -70,6 +92,75 @@ class ParseResult:
     source_sha256: str = ""
     ocr_task: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as plain data, with ``"schema"`` (:data:`RESULT_SCHEMA_VERSION`); ``json.dumps`` takes it
+        as it is when ``extra`` holds JSON values, as the clients' results do.
+
+        Example:
+            >>> r = ParseResult(source="a.md", file_name="a.md", file_type="md", service="document-analyze",
+            ...                 service_id="ops-document-analyze-001", content="<h1>A</h1>", content_type="html",
+            ...                 pages=[Page(1, "<h1>A</h1>")], usage={"token_count": 3})
+            >>> ParseResult.from_dict(r.to_dict()) == r
+            True
+        """
+        return {
+            "schema": RESULT_SCHEMA_VERSION,
+            "source": self.source,
+            "file_name": self.file_name,
+            "file_type": self.file_type,
+            "service": self.service,
+            "service_id": self.service_id,
+            "content": self.content,
+            "content_type": self.content_type,
+            "page_num": self.page_num,
+            "pages": [page.to_dict() for page in self.pages],
+            "usage": dict(self.usage),
+            "request_id": self.request_id,
+            "task_id": self.task_id,
+            "latency": self.latency,
+            "calls": self.calls,
+            "source_sha256": self.source_sha256,
+            "ocr_task": self.ocr_task,
+            "extra": dict(self.extra),
+            "cached": self.cached,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ParseResult:
+        """The result back from :meth:`to_dict` (or from its JSON).
+
+        Raises:
+            ValueError: another schema version, or not a result's dictionary.
+        """
+        schema = data.get("schema") if isinstance(data, Mapping) else None
+        if schema != RESULT_SCHEMA_VERSION:
+            raise ValueError(f"unsupported ParseResult schema {schema!r} (this version reads {RESULT_SCHEMA_VERSION})")
+        try:
+            usage = data.get("usage") or {}
+            return cls(
+                source=str(data["source"]),
+                file_name=str(data["file_name"]),
+                file_type=str(data["file_type"]),
+                service=str(data["service"]),
+                service_id=str(data["service_id"]),
+                content=str(data["content"]),
+                content_type=str(data["content_type"]),
+                page_num=int(data.get("page_num", 1)),
+                pages=[Page.from_dict(page) for page in data.get("pages") or ()],
+                usage={str(k): v for k, v in usage.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+                request_id=data.get("request_id"),
+                task_id=data.get("task_id"),
+                latency=float(data.get("latency", 0.0)),
+                calls=int(data.get("calls", 0)),
+                source_sha256=str(data.get("source_sha256", "")),
+                ocr_task=data.get("ocr_task"),
+                extra=dict(data.get("extra") or {}),
+                cached=bool(data.get("cached", False)),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a ParseResult dictionary: {exc!r}") from exc
 
 
 @dataclass(frozen=True)

@@ -188,7 +188,8 @@ class DocumentAnalyzeLoader(_DocumentAnalyze, _ServiceLoader):
             ``"skip"``: a WARNING per failed file. Either way ``loader.failures`` lists ``(source, error)``.
         show_progress: a tqdm progress bar (terminal or notebook).
         client: a ready :class:`~aisearch_ingest.DocumentAnalyzer`; otherwise the remaining keyword arguments
-            (``api_key``, ``endpoint``, ``workspace``, ``service_id``, ``image_storage``, ``qps``...) build one.
+            (``api_key``, ``endpoint``, ``workspace``, ``service_id``, ``image_storage``, ``qps``, ``cache``...)
+            build one.
 
     Example:
         >>> from aisearch_ingest.emulator import Emulator

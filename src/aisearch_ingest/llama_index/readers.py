@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any, ClassVar, Literal
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr
@@ -63,7 +63,7 @@ def _document(record: Record) -> Document:
 class _ServiceReader(BasePydanticReader):
     """Fields and loading shared by the three readers; subclasses list their client fields."""
 
-    _client_fields: ClassVar[tuple[str, ...]] = ("qps", "max_concurrency", "max_retries")
+    _client_fields: ClassVar[tuple[str, ...]] = ("qps", "max_concurrency", "max_retries", "cache")
 
     is_remote: bool = True
     api_key: SecretStr | None = Field(default=None, exclude=True, repr=False, description="else the env var")
@@ -75,6 +75,9 @@ class _ServiceReader(BasePydanticReader):
     qps: float | None = None
     max_concurrency: int | None = None
     max_retries: int | None = None
+    cache: str | Path | None = Field(
+        default=None, description="path of a ResultCache SQLite file: parsed files cost no second call"
+    )
     _client: ParserEngine | None = PrivateAttr(default=None)
     _failures: list[Failure] = PrivateAttr(default_factory=list)
 
@@ -190,7 +193,8 @@ class DocumentAnalyzeReader(_AISearchReader):
     """Read PDFs, Office files, HTML, Markdown and text through AI Search document-analyze.
 
     Fields: ``api_key``, ``endpoint``, ``workspace`` (else the ``AISEARCH_*`` environment variables),
-    ``service_id``, ``route``, ``image_storage``, ``enable_semantic``, ``qps``, ``max_concurrency``, ``timeout``;
+    ``service_id``, ``route``, ``image_storage``, ``enable_semantic``, ``qps``, ``max_concurrency``, ``timeout``,
+    ``cache`` (the path of a :class:`~aisearch_ingest.cache.ResultCache` file);
     ``mode`` (``"document"``, ``"page"``, ``"chunk"`` with ``chunk_max_tokens`` and ``include_headings``),
     ``on_error`` (``"raise"``: every file is attempted, then the first error raises; ``"skip"``: a WARNING per
     file), ``show_progress``. ``reader.failures`` collects ``(source, error)`` of every failed file. Pass ``client=`` to
