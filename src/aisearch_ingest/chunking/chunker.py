@@ -185,7 +185,7 @@ class StructuredChunker:
             # part of the budget).
             budget = self.max_tokens - (self.max_tokens // 4 if self.include_headings else 0)
             count_at(atoms, cuts, text, self._counter, budget)
-            return self._pack(atoms)
+            return self._pack(atoms, source=text, cuts=cuts)
         return self._pack(self.atoms(text, content_type), odd)
 
     def chunk_pages(self, pages: Sequence[tuple[int, str]], content_type: str = "markdown") -> list[Chunk]:
@@ -228,7 +228,9 @@ class StructuredChunker:
             return self.chunk_pages([(1, result.content)], result.content_type)
         return self.chunk_text(result.content, result.content_type)
 
-    def _pack(self, atoms: list[Atom], odd: bool = False) -> list[Chunk]:
+    def _pack(
+        self, atoms: list[Atom], odd: bool = False, *, source: str | None = None, cuts: list[int] | None = None
+    ) -> list[Chunk]:
         return pack(
             atoms,
             self._exact if odd else self._counter,
@@ -236,6 +238,8 @@ class StructuredChunker:
             overlap_tokens=self.overlap_tokens,
             min_tokens=self.min_tokens,
             include_headings=self.include_headings,
+            source=source,
+            cuts=cuts,
         )
 
 

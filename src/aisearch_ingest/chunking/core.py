@@ -19,11 +19,13 @@ assembled chunk is re-counted and trimmed if needed.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import attrgetter
+from typing import Any
 
 from .tokens import TokenCounter
 
@@ -110,6 +112,10 @@ class Atom:
     head_len: int = 0  # length of a heading merged in front of this block (split off again if too big)
     pieces: list[Atom] | None = None  # line atoms, when the block was counted line by line
     titled: bool = False  # a heading whose title is the last entry of path (an empty title adds none)
+    # For a block that may need splitting and whose both ends are additive joins: the encode of the text it was cut
+    # from (see ``TokenCounter.token_ends``) and where the block starts in it, so the sub-blocks it is split into
+    # are counted without encoding again (see ``_count_tiles``).
+    span: tuple[tuple[Any, Any], int] | None = None
 
     def __init__(
         self,
@@ -199,28 +205,71 @@ def count_at(
     if not last.sep:
         last.nf = last.n
     if line_tokens > 0:
-        for i, n in enumerate(counts):
-            if n <= line_tokens:
-                continue
+        # The line atoms of every block that may need splitting, counted with one more lookup for all of them.
+        blocks: list[list[Atom]] = []
+        line_cuts: list[int] = []
+        for i in [i for i, n in enumerate(counts) if n > line_tokens]:
             a = atoms[i]
+            a.span = (encoded, cuts[i] - lo)
             if a.parts is not None or a.kind == "heading" or "\n" not in a.text:
                 continue
+            if a.kind == "table" and a.text.startswith("<"):
+                continue  # an HTML table is split at its rows, counted from ``span`` if it comes to that
             pieces = _line_atoms(a, a.text, a.sep, a.kind)
-            piece_cuts = []
             pos = cuts[i] - lo
             for piece in pieces:
-                piece_cuts.append(pos)
+                line_cuts.append(pos)
                 pos += len(piece.text) + len(piece.sep)
-            piece_cuts.append(pos)
-            got = counter.counts_between(encoded, piece_cuts)
+            line_cuts.append(pos)
+            blocks.append(pieces)
+        if blocks:
+            got = counter.counts_between(encoded, line_cuts)
             if got is None:  # pragma: no cover - the parser cuts lines where counts add up
-                a.pieces = None
-                continue
-            for piece, pn in zip(pieces, got, strict=True):
-                piece.n = pn
-            if not pieces[-1].sep:
-                pieces[-1].nf = pieces[-1].n
+                for a in atoms:
+                    a.pieces = None
+                return True
+            k = 0
+            for pieces in blocks:
+                for piece in pieces:
+                    piece.n = got[k]
+                    k += 1
+                k += 1  # the span from this block's end to the next block's first line
+                if not pieces[-1].sep:
+                    pieces[-1].nf = pieces[-1].n
     return True
+
+
+def _count_tiles(a: Atom, subs: list[Atom], counter: TokenCounter) -> None:
+    """Fill ``n`` of the sub-blocks ``subs`` of ``a`` from the encode ``a`` was counted with, where it is exact.
+
+    The ``text + sep`` of ``subs`` must concatenate to ``a.text + a.sep``, and both ends of ``a`` are additive joins
+    (which is what ``a.span`` being set means). A sub-block's count is read off that encode when both its ends are
+    additive joins too (an end of ``a``, or a separator ending with a newline followed by a line holding a
+    non-space, see :mod:`.tokens`); such sub-blocks inherit the encode, so splitting one of them further encodes
+    nothing either. The others are left to :func:`count_atoms`.
+    """
+    span = a.span
+    if span is None or not subs:
+        return
+    encoded, pos = span
+    cuts = [pos]
+    additive = [True]  # additive[k]: the join before subs[k] adds up (the start and the end of ``a`` do)
+    for k, sub in enumerate(subs):
+        pos += len(sub.text) + len(sub.sep)
+        cuts.append(pos)
+        if k:
+            line = sub.text.partition("\n")[0]
+            additive.append(subs[k - 1].sep[-1:] == "\n" and line != "" and not line.isspace())
+    additive.append(True)
+    if pos - cuts[0] != len(a.text) + len(a.sep):  # pragma: no cover - the callers pass tilings of ``a``
+        return
+    counts = counter.counts_between(encoded, cuts)
+    if counts is None:  # pragma: no cover - additive joins are token boundaries
+        return
+    for k, sub in enumerate(subs):
+        if additive[k] and additive[k + 1]:
+            sub.n = counts[k]
+            sub.span = (encoded, cuts[k])
 
 
 _CACHED_CHARS = 512  # longer texts rarely repeat, and hashing them costs more than it saves
@@ -309,15 +358,9 @@ def final_tokens(a: Atom, counter: TokenCounter) -> int:
             if k > 0 and text[k - 1] == " ":
                 k -= 1
             piece = text[k:]
-            nl = len(sep) - len(sep.lstrip("\r\n"))
             # The loop kept only punctuation (ASCII or not) and a leading space; DEL is neither to the regex.
             if "\x7f" not in piece:
-                a.nf = (
-                    a.n
-                    - counter.count_cached(piece + sep[:nl])
-                    - (counter.count_cached(sep[nl:]) if nl < len(sep) else 0)
-                    + counter.count_cached(piece)
-                )
+                a.nf = a.n - _tail_delta(piece, sep, counter)
                 return a.nf
     cut = text.rfind("\n") + 1
     if cut == 0 or not counter.additive:
@@ -326,6 +369,22 @@ def final_tokens(a: Atom, counter: TokenCounter) -> int:
         line = text[cut:]
         a.nf = a.n - counter.count(line + sep) + counter.count(line)
     return a.nf
+
+
+def _tail_delta(piece: str, sep: str, counter: TokenCounter) -> int:
+    """``count(P + newlines) + count(rest) - count(P)`` for the trailing punctuation piece ``P`` of a text and its
+    separator ``sep`` (newlines, then the rest), memoised per counter: chunk ends repeat a handful of these."""
+    key = piece + sep  # unambiguous: the piece holds no whitespace but a leading space, sep starts with a newline
+    cache = counter.tail_cache
+    delta = cache.get(key)
+    if delta is None:
+        nl = len(sep) - len(sep.lstrip("\r\n"))
+        delta = (
+            counter.count(piece + sep[:nl]) + (counter.count(sep[nl:]) if nl < len(sep) else 0) - counter.count(piece)
+        )
+        if len(cache) < 4096:
+            cache[key] = delta
+    return delta
 
 
 _ASCII_PUNCT = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
@@ -483,6 +542,7 @@ def split_oversized(a: Atom, budget: int, counter: TokenCounter) -> list[Atom]:
         head = Atom(text[: a.head_len], text[a.head_len : body_start], "heading", a.path, a.page, a.level)
         head.titled = a.titled
         body = Atom(text[body_start:], a.sep, kind, a.path, a.page)
+        _count_tiles(a, [head, body], counter)
         count_atoms([head, body], counter)
         if body.n <= budget or final_tokens(body, counter) <= budget:
             return [head, body]
@@ -500,6 +560,7 @@ def split_oversized(a: Atom, budget: int, counter: TokenCounter) -> list[Atom]:
                 # Several tables in one HTML block: each table (with what follows it) on its own.
                 subs = [Atom(t, sp, "table", a.path, a.page) for t, sp in segments]
                 subs[-1].sep = a.sep
+                _count_tiles(a, subs, counter)
                 count_atoms(subs, counter)
                 _fix_seps(subs)
                 out_subs: list[Atom] = []
@@ -513,6 +574,7 @@ def split_oversized(a: Atom, budget: int, counter: TokenCounter) -> list[Atom]:
             if parts:
                 rows = [Atom(p, s, "table", a.path, a.page) for p, s in zip(parts, seps, strict=False)]
                 rows[-1].sep = a.sep
+                _count_tiles(a, rows, counter)
                 return _group_rows(a, rows[:head_parts], rows[head_parts:], budget, counter, tail)
         else:
             return _split_table_lines(a, budget, counter)
@@ -520,6 +582,8 @@ def split_oversized(a: Atom, budget: int, counter: TokenCounter) -> list[Atom]:
         return _split_fence(a, budget, counter)
     # Prose, list items, headings, HTML blocks: lines first, then sentences/words/tokens within lines.
     lines = _line_atoms(a, text, a.sep, kind)
+    if lines and lines[0].n < 0:
+        _count_tiles(a, lines, counter)
     count_atoms(lines, counter)
     out: list[Atom] = []
     for line in lines:
@@ -690,6 +754,7 @@ class _Builder:
 
 _TEXT_SEP = attrgetter("text", "sep")
 _KIND = attrgetter("kind")
+_N = attrgetter("n")
 _TEXTISH = frozenset(k for k, v in _KIND_OF.items() if v == "text")
 _PATH = attrgetter("path")
 
@@ -704,17 +769,24 @@ def _assemble(atoms: list[Atom], head: list[Atom]) -> str:
     return "".join(parts)
 
 
-def _dominant(atoms: list[Atom], attr: str) -> object:
-    weights: dict[object, int] = {}
-    for a in atoms:
-        key = getattr(a, attr) if attr != "kind" else _KIND_OF.get(a.kind, "text")
-        weights[key] = weights.get(key, 0) + max(a.n, 1)
-    best = None
-    best_w = -1
-    for key, w in weights.items():  # dicts keep insertion order: ties go to the first
-        if w > best_w:
-            best, best_w = key, w
-    return best
+def _dominant_path(atoms: list[Atom]) -> tuple[str, ...]:
+    """The heading path holding most tokens of ``atoms`` (each atom weighs at least 1; ties go to the path seen
+    first)."""
+    weights: dict[tuple[str, ...], int] = {}
+    for key, n in zip(map(_PATH, atoms), map(_N, atoms), strict=True):
+        weights[key] = weights.get(key, 0) + (n if n > 1 else 1)
+    return max(weights, key=weights.__getitem__)  # max keeps the first of equal weights
+
+
+def _dominant_kind(atoms: list[Atom]) -> str:
+    """The chunk kind holding most tokens of ``atoms`` (each atom weighs at least 1; ties go to the kind seen
+    first)."""
+    weights: dict[str, int] = {}
+    kind_of = _KIND_OF.get
+    for kind, n in zip(map(_KIND, atoms), map(_N, atoms), strict=True):
+        key = kind_of(kind, "text")
+        weights[key] = weights.get(key, 0) + (n if n > 1 else 1)
+    return max(weights, key=weights.__getitem__)  # max keeps the first of equal weights
 
 
 def pack(
@@ -725,6 +797,8 @@ def pack(
     overlap_tokens: int = 0,
     min_tokens: int = 32,
     include_headings: bool = False,
+    source: str | None = None,
+    cuts: Sequence[int] | None = None,
 ) -> list[Chunk]:
     """Pack atoms into chunks of at most ``max_tokens`` tokens.
 
@@ -739,11 +813,16 @@ def pack(
             when the split was forced by the budget (not at a heading).
         min_tokens: see above.
         include_headings: prefix each chunk's text with its breadcrumb and a blank line.
+        source: the text the atoms were cut from, when they are consecutive slices of it (see ``cuts``): a chunk of
+            unsplit atoms is then sliced out of it instead of being joined piece by piece.
+        cuts: with ``source``: ``source[cuts[k]:cuts[k + 1]]`` is atom ``k``'s text and separator (as
+            :func:`count_at` takes them).
 
     Returns:
         The chunks, with ``index`` and ``count`` set.
     """
-    count_atoms(atoms, counter, 2 * max_tokens)
+    if min(map(_N, atoms), default=0) < 0:
+        count_atoms(atoms, counter, 2 * max_tokens)
     crumb_cost: dict[tuple[str, ...], int] = {(): 0}
 
     def crumb_tokens(path: tuple[str, ...]) -> int:
@@ -753,17 +832,29 @@ def pack(
             crumb_cost[path] = cost
         return cost
 
-    # Split what cannot fit on its own (reserving room for the deepest breadcrumb prefix when prefixing).
+    # Split what cannot fit on its own (reserving room for the deepest breadcrumb prefix when prefixing). Few atoms
+    # need it, so the others are copied over in slices; ``spliced`` records where split atoms' pieces sit in ``flat``.
+    if include_headings:
+        big = [i for i, a in enumerate(atoms) if a.n > max_tokens - crumb_tokens(a.path)]
+    else:
+        big = [i for i, n in enumerate(map(_N, atoms)) if n > max_tokens]
     flat: list[Atom] = []
-    for a in atoms:
+    spliced: list[tuple[int, int]] = []  # (start, end) in flat of the pieces of each split atom
+    done = 0
+    for i in big:
+        a = atoms[i]
         budget = max_tokens - (crumb_tokens(a.path) if include_headings else 0)
-        if a.n > budget and final_tokens(a, counter) > budget:
+        if final_tokens(a, counter) > budget:
+            flat.extend(atoms[done:i])
+            start = len(flat)
             flat.extend(split_oversized(a, max(budget, 1), counter))
-        else:
-            flat.append(a)
+            spliced.append((start, len(flat)))
+            done = i + 1
+    flat.extend(atoms[done:])
 
-    # (head repeat, atoms, tokens of all of them with their separators, some join inside is not additive)
-    chunks: list[tuple[list[Atom], list[Atom], int, bool]] = []
+    # (head repeat, atoms, tokens of all of them with their separators, some join inside is not additive, where the
+    # atoms start in flat). The atoms of a chunk are always consecutive in flat.
+    chunks: list[tuple[list[Atom], list[Atom], int, bool, int]] = []
     cur: list[Atom] = []
     head: list[Atom] = []
     joined = 0  # tokens of all atoms of cur (and head) with their separators
@@ -805,12 +896,12 @@ def pack(
 
     simple = not include_headings
     limit = max_tokens
-    for a in flat:
+    for idx, a in enumerate(flat):
         n = a.n
         if cur:
             last = cur[-1]
             if a.level and last.kind != "heading" and joined - head_tokens >= min_tokens:
-                chunks.append((head, cur, joined, unsafe))
+                chunks.append((head, cur, joined, unsafe, idx - len(cur)))
                 start_with(a, [])
             elif simple and last.safe and joined + n + (0 if a.group is None else a.group.tail_tokens + 1) <= limit:
                 # Fits for sure (a row or line of a split block also leaves room for its closing fence).
@@ -828,7 +919,9 @@ def pack(
                     prev_head, prev_joined, prev_unsafe = head, joined, unsafe
                     start_with(a, carry)
                     if fits(a):
-                        chunks.append((prev_head, prev[:k], prev_joined - sum(c.n for c in carry), prev_unsafe))
+                        chunks.append(
+                            (prev_head, prev[:k], prev_joined - sum(c.n for c in carry), prev_unsafe, idx - len(prev))
+                        )
                         if cur and not cur[-1].safe:
                             unsafe = True
                         cur.append(a)
@@ -837,7 +930,7 @@ def pack(
                             crumb = max(crumb, crumb_tokens(a.path))
                         continue
                     head, joined, unsafe, cur = prev_head, prev_joined, prev_unsafe, prev
-                chunks.append((head, cur, joined, unsafe))
+                chunks.append((head, cur, joined, unsafe, idx - len(cur)))
                 seed: list[Atom] = []
                 if overlap_tokens > 0:
                     total = 0
@@ -858,14 +951,19 @@ def pack(
         if include_headings:
             crumb = max(crumb, crumb_tokens(a.path))
     if cur:
-        chunks.append((head, cur, joined, unsafe))
+        chunks.append((head, cur, joined, unsafe, len(flat) - len(cur)))
 
+    slicer = None
+    if source is not None and cuts is not None and len(cuts) == len(atoms) + 1:
+        slicer = _Slicer(source, cuts, spliced)
     rows: list[tuple[str, int, tuple[str, ...], int | None, int | None, str]] = []
     pending = deque(chunks)
     while pending:
-        head, group_atoms, joined, unsafe = pending.popleft()
-        text = _assemble(group_atoms, head)
+        head, group_atoms, joined, unsafe, at = pending.popleft()
         end = group_atoms[-1]
+        text = slicer.text(at, group_atoms) if slicer is not None and at >= 0 and not head else None
+        if text is None:
+            text = _assemble(group_atoms, head)
         if counter.additive and not unsafe and joined >= 0:
             if end.group is not None and not end.last_in_group and end.group.tail is not None:
                 tokens = joined + end.group.tail_tokens
@@ -885,8 +983,8 @@ def pack(
             # Only reachable when counts do not add up (a length function): give the last atom to the next chunk.
             moved = group_atoms.pop()
             nxt_head = list(moved.group.head) if moved.group is not None and moved not in moved.group.head else []
-            pending.appendleft((nxt_head, [moved], -1, True))
-            pending.appendleft((head, group_atoms, -1, True))
+            pending.appendleft((nxt_head, [moved], -1, True, -1))
+            pending.appendleft((head, group_atoms, -1, True, -1))
             continue
         if len(group_atoms) == 1 and not head:
             kind = _KIND_OF.get(end.kind, "text")
@@ -895,15 +993,71 @@ def pack(
             if len(kinds) == 1 or kinds <= _TEXTISH:
                 kind = _KIND_OF.get(end.kind, "text")
             else:
-                kind = str(_dominant([*head, *group_atoms], "kind"))
+                kind = _dominant_kind([*head, *group_atoms])
         if end.page is None and group_atoms[0].page is None:
             first_page = last_page = None
         else:
             pages = [x.page for x in group_atoms if x.page is not None]
             first_page, last_page = min(pages), max(pages)
         rows.append((text, tokens, path, first_page, last_page, kind))
+    return _chunks(rows)
+
+
+def _chunks(rows: list[tuple[str, int, tuple[str, ...], int | None, int | None, str]]) -> list[Chunk]:
+    """Build the :class:`Chunk` objects of a document, with ``index`` and ``count``.
+
+    Thousands of chunks per document: their fields are set in one go instead of through the frozen dataclass's
+    ``__init__`` (eight ``object.__setattr__`` calls each). The result equals ``Chunk(*fields)`` (the class has no
+    ``__post_init__``, no slots and no defaults).
+    """
     total = len(rows)
-    return [Chunk(t, k, h, ps, pe, kd, i, total) for i, (t, k, h, ps, pe, kd) in enumerate(rows)]
+    make = object.__new__
+    out: list[Chunk] = []
+    for i, (text, tokens, headings, page_start, page_end, kind) in enumerate(rows):
+        chunk = make(Chunk)
+        chunk.__dict__.update(
+            text=text,
+            tokens=tokens,
+            headings=headings,
+            page_start=page_start,
+            page_end=page_end,
+            kind=kind,
+            index=i,
+            count=total,
+        )
+        out.append(chunk)
+    return out
+
+
+class _Slicer:
+    """Cuts the text of a chunk of unsplit atoms straight out of the source.
+
+    Atoms in ``flat`` (the packer's atoms after splitting) are the original atoms in order, except where a split
+    atom's pieces were put in its place (``spliced``: their (start, end) positions in flat, ascending). A run of
+    flat atoms that holds no such piece is a run of consecutive original atoms, and since ``source[cuts[k]:
+    cuts[k + 1]]`` is atom ``k``'s text and separator, the run's text is one slice of the source.
+    """
+
+    __slots__ = ("cuts", "ends", "shifts", "source", "starts")
+
+    def __init__(self, source: str, cuts: Sequence[int], spliced: list[tuple[int, int]]) -> None:
+        self.source = source
+        self.cuts = cuts
+        self.starts = [start for start, _ in spliced]
+        self.ends = [end for _, end in spliced]
+        # shifts[j]: how many more atoms flat holds than the originals before the j-th split atom's pieces.
+        self.shifts = [0]
+        for start, end in spliced:
+            self.shifts.append(self.shifts[-1] + end - start - 1)
+
+    def text(self, at: int, atoms: list[Atom]) -> str | None:
+        """The text of the chunk made of ``atoms`` (flat positions ``at`` on), or None if it holds pieces."""
+        stop = at + len(atoms)
+        j = bisect_right(self.starts, at)  # split atoms whose pieces start at or before ``at``
+        if (j and self.ends[j - 1] > at) or (j < len(self.starts) and self.starts[j] < stop):
+            return None
+        first = at - self.shifts[j]
+        return self.source[self.cuts[first] : self.cuts[first + len(atoms) - 1] + len(atoms[-1].text)]
 
 
 def _shown_crumb(path: tuple[str, ...], first: Atom | None) -> tuple[str, ...]:
@@ -928,8 +1082,8 @@ def _chunk_path(atoms: list[Atom]) -> tuple[str, ...]:
         k += 1
     if k:
         body = atoms[k:]
-    if len(body) == 1 or len(set(map(_PATH, body))) == 1:
-        return body[0].path
-    path = _dominant(body, "path")
-    assert isinstance(path, tuple)
+    path = body[0].path
+    for a in body:
+        if a.path is not path and a.path != path:
+            return _dominant_path(body)
     return path

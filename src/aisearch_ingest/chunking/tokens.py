@@ -168,6 +168,8 @@ class TokenCounter:
         self._lengths: Any = None
         #: Token counts of short blocks already seen (exact: the same text always has the same count).
         self.block_cache: dict[str, int] = {}
+        #: Token count differences at chunk ends, keyed by trailing punctuation + separator (see ``core.final_tokens``).
+        self.tail_cache: dict[str, int] = {}
 
     def count(self, text: str) -> int:
         """Token count of one text."""
@@ -227,8 +229,12 @@ class TokenCounter:
         return counts
 
     def token_ends(self, text: str, lo: int, hi: int) -> tuple[Any, Any] | None:
-        """Encode ``text[lo:hi]`` once, for :meth:`counts_between`: the byte offset where each token ends, and the
-        byte offset of each character (None for ASCII, where they are the same).
+        """Encode ``text[lo:hi]`` once, for :meth:`counts_between`: the byte offset where each token ends (after a
+        leading 0), and what maps character offsets to byte offsets (None for ASCII, where they are the same).
+
+        The map is sparse: for the ``j``-th UTF-8 continuation byte, at byte offset ``p``, it holds ``p - j`` (one
+        more than the index of the character the byte belongs to), so the byte offset of character ``c`` is ``c``
+        plus the number of entries ``<= c``. Mostly-ASCII text with a few non-ASCII characters costs next to nothing.
 
         Returns None when this fast path is unavailable (numpy missing, not an additive encoding, lone surrogates).
         """
@@ -240,16 +246,20 @@ class TokenCounter:
         part = text[lo:hi]
         try:
             buffer = self._core_bpe_buffer(part)
-            offsets = None
+            shifts = None
             if not part.isascii():
-                # The byte offset of each character: where a UTF-8 lead (not continuation) byte sits.
-                # A NUL appended stands for the end of the text (one past the last character).
-                raw = np.frombuffer(part.encode("utf-8") + b"\x00", dtype=np.uint8)
-                offsets = np.flatnonzero((raw & 0xC0) != 0x80)
+                # UTF-8 continuation bytes are 0x80-0xBF: below -64 as signed bytes.
+                continuation = np.flatnonzero(np.frombuffer(part.encode("utf-8"), dtype=np.int8) < -64)
+                shifts = continuation - np.arange(len(continuation))
         except UnicodeEncodeError:
             return None
-        ends = np.cumsum(lengths[np.frombuffer(buffer, dtype=np.uint32)], dtype=np.int64)
-        return ends, offsets
+        # Token ids are below 2**31, so the buffer reads as int32 too (the index type ``take`` is quickest with);
+        # byte offsets fit in int32 unless the text may exceed 2 GiB of UTF-8.
+        tokens = np.frombuffer(buffer, dtype=np.int32)
+        ends = np.empty(len(tokens) + 1, dtype=np.int64 if len(part) >= 1 << 29 else np.int32)
+        ends[0] = 0
+        np.cumsum(lengths.take(tokens), out=ends[1:])
+        return ends, shifts
 
     @staticmethod
     def counts_between(encoded: tuple[Any, Any], cuts: Sequence[int]) -> list[int] | None:
@@ -261,14 +271,13 @@ class TokenCounter:
         """
         import numpy as np
 
-        ends, offsets = encoded
+        ends, shifts = encoded
         at = np.asarray(cuts, dtype=np.int64)
-        if offsets is not None:
-            at = offsets[at]
-        idx = np.searchsorted(ends, at, side="right")  # tokens ending at or before each cut
-        inner = at > 0
-        k = idx[inner]
-        if not (k.all() and np.array_equal(ends[k - 1], at[inner])):
+        if shifts is not None:
+            at = at + np.searchsorted(shifts, at, side="right")  # character -> byte offsets
+        at = at.astype(ends.dtype, copy=False)  # searching ``ends`` with another dtype would copy all of it
+        idx = np.searchsorted(ends, at, side="right")  # 1 + tokens ending at or before each cut (ends[0] is 0)
+        if not (ends[idx - 1] == at).all():
             return None  # a token straddles a cut: not an additive join
         counts: list[int] = np.diff(idx).tolist()
         return counts
