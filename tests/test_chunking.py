@@ -104,6 +104,31 @@ def test_a_fitting_block_is_never_cut_even_at_exactly_the_budget() -> None:
     assert any(c.text == block for c in chunks)
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("include_headings", [False, True])
+def test_a_paragraph_underlined_as_a_heading_is_cut_to_the_budget(include_headings: bool) -> None:
+    # "---" under a paragraph makes the whole paragraph a setext heading title: 1,800 tokens of heading.
+    para = " ".join(f"Sentence number {i} of a long paragraph." for i in range(200))
+    md = "# Top\n\n" + para + "\n---\n\nBody text under it.\n\n```\n" + "\n".join(f"x = {i}" for i in range(400))
+    chunker = StructuredChunker(max_tokens=512, include_headings=include_headings)
+    chunks = chunker.chunk_text(md + "\n```\n")
+    assert all(c.tokens <= 512 and c.tokens == chunker.count_tokens(c.text) for c in chunks)
+    assert "".join(c.text for c in chunks).count("Sentence number") == 200
+    assert all(len(c.headings) == 2 for c in chunks[1:])  # the long title stays in the metadata, not the text
+    assert not any(c.text.startswith("Top > Sentence") for c in chunks)
+
+
+@pytest.mark.timeout(60)
+def test_a_breadcrumb_larger_than_the_budget_still_terminates_within_budget() -> None:
+    rows = "\n".join(f"<tr><td>row {i} " + "word " * 5 + "</td></tr>" for i in range(30))
+    md = "# " + "configuration " * 10 + "\n\n## " + "tokenizer " * 10 + "\n\n<table>" + rows + "</table>\n"
+    chunker = StructuredChunker(max_tokens=16, include_headings=True)
+    chunks = chunker.chunk_text(md)
+    assert chunks and all(c.tokens <= 16 and c.tokens == chunker.count_tokens(c.text) for c in chunks)
+    text = "".join(c.text for c in chunks)
+    assert all(re.search(rf"row {i}\b", text) for i in range(30))
+
+
 def test_formula_and_list_items_stay_whole() -> None:
     formula = "$$\n\\sum_{i=1}^{n} x_i^2 = \\frac{a}{b}\n$$"
     items = [f"- item {i}: " + "word " * 12 + f"end{i}" for i in range(12)]

@@ -450,7 +450,8 @@ def _pack_spans(
 
 
 def _split_tokens(text: str, budget: int, counter: TokenCounter) -> list[str]:
-    """Last resort: cut at token boundaries."""
+    """Last resort: cut at token boundaries (at least one token per piece, whatever the budget)."""
+    budget = max(budget, 1)
     toks = counter.decode_pieces(text)
     pieces: list[str] = []
     i = 0
@@ -544,9 +545,16 @@ def split_oversized(a: Atom, budget: int, counter: TokenCounter) -> list[Atom]:
         body = Atom(text[body_start:], a.sep, kind, a.path, a.page)
         _count_tiles(a, [head, body], counter)
         count_atoms([head, body], counter)
+        heads = [head]
+        if head.n > budget and final_tokens(head, counter) > budget:
+            # The heading alone is too big (a long paragraph underlined as a setext heading): cut it as prose, its
+            # first piece keeping the heading's level so it still opens a chunk.
+            head.kind = "text"
+            heads = split_oversized(head, budget, counter)
+            heads[0].level, heads[0].titled = a.level, a.titled
         if body.n <= budget or final_tokens(body, counter) <= budget:
-            return [head, body]
-        return [head, *split_oversized(body, budget, counter)]
+            return [*heads, body]
+        return [*heads, *split_oversized(body, budget, counter)]
     if kind == "table" and a.group is None:
         if a.parts is not None:
             rows = [Atom(p, "\n", "table", a.path, a.page) for p in a.parts]
@@ -824,11 +832,18 @@ def pack(
     if min(map(_N, atoms), default=0) < 0:
         count_atoms(atoms, counter, 2 * max_tokens)
     crumb_cost: dict[tuple[str, ...], int] = {(): 0}
+    # A breadcrumb costing more than half the budget (a paragraph turned setext heading, say) is not
+    # prefixed: the chunk keeps it in ``headings`` only, and the budget stays the chunk's.
+    crumb_limit = max_tokens // 2
+    long_crumbs: set[tuple[str, ...]] = set()
 
     def crumb_tokens(path: tuple[str, ...]) -> int:
         cost = crumb_cost.get(path)
         if cost is None:
             cost = counter.count(" > ".join(path) + "\n\n")
+            if cost > crumb_limit:
+                long_crumbs.add(path)
+                cost = 0
             crumb_cost[path] = cost
         return cost
 
@@ -974,7 +989,7 @@ def pack(
         else:
             tokens = counter.count(text)
         path = _chunk_path(group_atoms)
-        if include_headings and path:
+        if include_headings and path and crumb_tokens(path) >= 0 and path not in long_crumbs:
             shown = _shown_crumb(path, group_atoms[0] if not head else None)
             if shown:
                 text = " > ".join(shown) + "\n\n" + text
