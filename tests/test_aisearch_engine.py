@@ -189,11 +189,18 @@ def test_ctrl_c_during_a_blocking_parse_stops_the_work(tmp_path: Path, png: byte
     with Emulator(api_key=KEY, faults=Faults(hang_names=["-hang"])) as emu:
         poll = PollPolicy(min_interval=0.05, max_interval=0.05, timeout=60)
         with _img(emu, route="async", poll=poll) as analyzer:
+            # Python's own Ctrl-C handler, as in a terminal or Jupyter (a job started in the background by a shell
+            # inherits SIGINT ignored).
+            previous = signal.signal(signal.SIGINT, signal.default_int_handler)
             ctrl_c = threading.Timer(1.0, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
             ctrl_c.start()
             started = time.monotonic()
-            with pytest.raises(KeyboardInterrupt):
-                analyzer.parse(tmp_path / "slow-hang.png")
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    analyzer.parse(tmp_path / "slow-hang.png")
+            finally:
+                ctrl_c.cancel()
+                signal.signal(signal.SIGINT, previous)
             assert time.monotonic() - started < 10
             polls = emu.stats.total_calls
             assert polls >= 3  # it was polling the hung task

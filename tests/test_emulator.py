@@ -796,7 +796,12 @@ def _free_port() -> int:
 
 def test_cli_prints_url_and_env_lines_but_never_the_key() -> None:
     port = _free_port()
-    code = "import sys; from aisearch_ingest.emulator import main; sys.exit(main(sys.argv[1:]))"
+    # A shell that starts a job in the background (`.ci/run &`, nohup) makes it ignore SIGINT, and children inherit
+    # that: give the emulator the Ctrl-C handling an interactive terminal would.
+    code = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from aisearch_ingest.emulator import main; sys.exit(main(sys.argv[1:]))"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "--port", str(port), "--api-key", "cli-secret-key", "--qps", "50"],
         stdout=subprocess.PIPE,

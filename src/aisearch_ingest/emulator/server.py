@@ -535,8 +535,8 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        # Timed waits, not one endless wait: a Ctrl-C landing just before the thread blocks would otherwise only be
-        # seen when the wait returns, which an endless wait never does.
+        # Timed waits, not one endless wait: Python runs its signal handlers between waits, so a Ctrl-C is acted on
+        # within half a second whenever it lands.
         idle = threading.Event()
         while not idle.wait(0.5):
             pass
