@@ -14,6 +14,7 @@ import math
 import os
 import zipfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Union
@@ -236,22 +237,9 @@ def probe_type(obj: str | os.PathLike[str]) -> tuple[str, str]:
     text = os.fspath(obj)
     if urlsplit(text).scheme.lower() == "file":
         text = unquote(urlsplit(text).path)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        raise InvalidInputError(
-            f"{text} is a directory; pass its files (loaders and the CLI expand directories)",
-            source=text,
-            limit="not_a_file",
-        )
-    try:
-        with path.open("rb") as file:
-            head = file.read(4096)
-    except FileNotFoundError as exc:
-        raise InvalidInputError(f"{text}: no such file", source=text, limit="not_found") from exc
-    except OSError as exc:
-        raise InvalidInputError(
-            f"{text}: cannot read ({exc.strerror or exc})", source=text, limit="unreadable"
-        ) from exc
+    path = _local_file(text)
+    with _reading(text), path.open("rb") as file:
+        head = file.read(4096)
     if not head:
         raise InvalidInputError(f"{text} is empty (0 bytes); nothing to parse", source=text, limit="empty", value=0)
     kind = _zip_type(path, _ext(path.name)) if head.startswith(b"PK\x03\x04") else sniff_type(head, path.name)
@@ -332,6 +320,14 @@ def load_source(obj: SourceLike, *, file_name: str | None = None) -> Source:
         return Source(origin=text, file_name=name, file_type=kind or "", url=text)
     if scheme == "file":
         text = unquote(urlsplit(text).path)
+    path = _local_file(text)
+    with _reading(text):
+        data = path.read_bytes()
+    return _from_bytes(data, file_name or path.name, text)
+
+
+def _local_file(text: str) -> Path:
+    """The path of a local input; a directory is refused (the loaders and the CLI expand directories)."""
     path = Path(text).expanduser()
     if path.is_dir():
         raise InvalidInputError(
@@ -339,15 +335,20 @@ def load_source(obj: SourceLike, *, file_name: str | None = None) -> Source:
             source=text,
             limit="not_a_file",
         )
+    return path
+
+
+@contextmanager
+def _reading(text: str) -> Iterator[None]:
+    """Turn the errors of reading a local input into :class:`InvalidInputError` naming it."""
     try:
-        data = path.read_bytes()
+        yield
     except FileNotFoundError as exc:
         raise InvalidInputError(f"{text}: no such file", source=text, limit="not_found") from exc
     except OSError as exc:
         raise InvalidInputError(
             f"{text}: cannot read ({exc.strerror or exc})", source=text, limit="unreadable"
         ) from exc
-    return _from_bytes(data, file_name or path.name, text)
 
 
 def check_aisearch_body(source: Source, *, allowed: frozenset[str], service: str) -> None:
