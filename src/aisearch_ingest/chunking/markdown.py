@@ -104,6 +104,12 @@ def _indent(line: str) -> int:
     return n
 
 
+def _eol(text: str, p: int) -> int:
+    """Where the line starting at ``p`` ends: its newline, or the end of the text."""
+    e = text.find("\n", p)
+    return e if e >= 0 else len(text)
+
+
 def _is_blank(line: str) -> bool:
     return not line or line.isspace()
 
@@ -143,8 +149,7 @@ def _interrupts(line: str, text: str, eol: int) -> bool:
             marker = m.group(2)
             return not marker[0].isdigit() or marker[:-1] == "1"
     if "|" in line and eol < len(text):
-        end = text.find("\n", eol + 1)
-        nxt = text[eol + 1 :] if end < 0 else text[eol + 1 : end]
+        nxt = text[eol + 1 : _eol(text, eol + 1)]
         if "-" in nxt and _DELIM.match(nxt):
             return _cells(line) == _cells(nxt)
     return False
@@ -339,9 +344,7 @@ def _math_end(text: str, b: int, line: str, close: str) -> int:
     lines = 1  # lines from the opener to the line at p
     blank = -1  # end of the line before the first blank line
     while p <= size:
-        e = text.find("\n", p)
-        if e < 0:
-            e = size
+        e = _eol(text, p)
         lj = text[p:e]
         if lj.rstrip().endswith(close):
             return e
@@ -399,9 +402,7 @@ def _list_rest(text: str, q: int, content: int, in_par: bool) -> int:
     p = q + 1
     blank = False
     while p <= size:
-        e = text.find("\n", p)
-        if e < 0:
-            e = size
+        e = _eol(text, p)
         lj = text[p:e]
         if not lj or lj.isspace():
             blank = True
@@ -443,9 +444,7 @@ def _paragraph(text: str, a: int, p: int) -> tuple[int, int, str]:
         if found is None:
             return size, 0, ""
         p = found.start()
-        e = text.find("\n", p)
-        if e < 0:
-            e = size
+        e = _eol(text, p)
         lj = text[p:e]
         if not lj or lj.isspace():
             return p - 1, 0, ""
@@ -467,9 +466,7 @@ def _html_end(text: str, a: int, b: int, line: str, s: str, m: re.Match[str]) ->
         close = "</" + (m.group("t1") or "").lower()
         p = a
         while p <= size:
-            e = text.find("\n", p)
-            if e < 0:
-                e = size
+            e = _eol(text, p)
             if close in text[p:e].lower():
                 return e
             p = e + 1
@@ -479,8 +476,7 @@ def _html_end(text: str, a: int, b: int, line: str, s: str, m: re.Match[str]) ->
         k = text.find(_HTML_END[group], a + len(line) - len(s) + 2)
         if k < 0:
             return _trim_blank_tail(text, a, size)
-        e = text.find("\n", k)
-        return size if e < 0 else e
+        return _eol(text, k)
     found = _BEFORE_BLANK.search(text, b)
     return size if found is None else found.start()
 
@@ -609,12 +605,7 @@ def markdown_atoms_at(
             start, b = found.span(_COMMENT)
             start -= 1
             q = text.find("-->", start + 2)
-            if q < 0:
-                q = _trim_blank_tail(text, start, size)
-            else:
-                q = text.find("\n", q)
-                if q < 0:
-                    q = size
+            q = _trim_blank_tail(text, start, size) if q < 0 else _eol(text, q)
             kind = _html_kind(text, start, q)
         elif g == _EOF:
             break
@@ -631,9 +622,7 @@ def markdown_atoms_at(
                     # Indented code: runs until a non-blank line indented less than four columns.
                     p = b + 1
                     while p <= size:
-                        e = text.find("\n", p)
-                        if e < 0:
-                            e = size
+                        e = _eol(text, p)
                         lj = text[p:e]
                         if lj and not lj.isspace():
                             if _indent(lj) < 4:
@@ -676,9 +665,7 @@ def markdown_atoms_at(
             elif c == ">":
                 p = b + 1
                 while p <= size:
-                    e = text.find("\n", p)
-                    if e < 0:
-                        e = size
+                    e = _eol(text, p)
                     lj = text[p:e]
                     if not lj or lj.isspace():
                         break
@@ -700,9 +687,7 @@ def markdown_atoms_at(
             if not kind:
                 nxt = ""
                 if "|" in line and b < size:
-                    e = text.find("\n", b + 1)
-                    if e < 0:
-                        e = size
+                    e = _eol(text, b + 1)
                     nxt = text[b + 1 : e]
                 if "-" in nxt and _DELIM.match(nxt) and _cells(line) == _cells(nxt):
                     # A table: the header, the delimiter row, then every row up to a line that is blank, has
@@ -714,9 +699,7 @@ def markdown_atoms_at(
                         q = rows.end()
                         if q >= size:
                             break
-                        e = text.find("\n", q + 1)
-                        if e < 0:
-                            e = size
+                        e = _eol(text, q + 1)
                         lj = text[q + 1 : e]
                         if not lj or lj.isspace() or "|" not in lj or _interrupts(lj, text, size):
                             break
