@@ -6,7 +6,6 @@ No part of our transport or engine is patched: every fault is injected by the em
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import signal
 import threading
@@ -29,32 +28,13 @@ from aisearch_ingest import (
     TaskTimeoutError,
 )
 from aisearch_ingest.emulator import Emulator, Faults, Latency
+from samples import pdf as _pdf
+from samples import png as _png
 
 pytest.importorskip("rapidocr", reason="the emulator's image OCR needs the `local` extra")
 
 KEY = "test-key-8f2a9c"
 DATA = Path(__file__).resolve().parents[1] / "notebooks" / "data"
-
-
-def _png(text: str = "Hello OCR 2026", size: tuple[int, int] = (360, 80)) -> bytes:
-    from PIL import Image, ImageDraw, ImageFont
-
-    image = Image.new("RGB", size, "white")
-    ImageDraw.Draw(image).text((12, 20), text, fill="black", font=ImageFont.load_default(size=28))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _pdf(pages: list[str]) -> bytes:
-    from fpdf import FPDF
-
-    pdf = FPDF()
-    pdf.set_font("helvetica", size=12)
-    for text in pages:
-        pdf.add_page()
-        pdf.multi_cell(0, 8, text)
-    return bytes(pdf.output())
 
 
 @pytest.fixture(scope="module")

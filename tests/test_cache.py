@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import logging
 import sqlite3
@@ -38,6 +37,8 @@ from aisearch_ingest.cli import main
 from aisearch_ingest.documents import result_metadata
 from aisearch_ingest.emulator import Emulator, Faults, Latency
 from aisearch_ingest.testing import EMULATOR_API_KEY, use_emulator_env
+from samples import pdf as _pdf
+from samples import png as _png
 
 KEY = EMULATOR_API_KEY
 FAST = PollPolicy(min_interval=0.05, max_interval=0.1, timeout=30)
@@ -49,27 +50,6 @@ def _doc(emu: Emulator, cache: Any, **kwargs: Any) -> DocumentAnalyzer:
     kwargs.setdefault("api_key", KEY)
     kwargs.setdefault("qps", 0)  # no client-side spacing: the timings below are the emulator's
     return DocumentAnalyzer(endpoint=emu.url, cache=cache, **kwargs)
-
-
-def _pdf(pages: list[str]) -> bytes:
-    from fpdf import FPDF
-
-    pdf = FPDF()
-    pdf.set_font("helvetica", size=12)
-    for text in pages:
-        pdf.add_page()
-        pdf.multi_cell(0, 8, text)
-    return bytes(pdf.output())
-
-
-def _png(text: str = "Cache me 42") -> bytes:
-    from PIL import Image, ImageDraw, ImageFont
-
-    image = Image.new("RGB", (360, 80), "white")
-    ImageDraw.Draw(image).text((12, 20), text, fill="black", font=ImageFont.load_default(size=28))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _creates(emu: Emulator) -> int:
@@ -195,7 +175,7 @@ def test_other_options_or_other_bytes_miss(emu: Emulator, db: Path) -> None:
 
 def test_image_analyze_sync_results_are_cached(emu: Emulator, db: Path) -> None:
     pytest.importorskip("rapidocr", reason="the emulator's image OCR needs the `local` extra")
-    png = _png()
+    png = _png("Cache me 42")
     with ImageAnalyzer(endpoint=emu.url, api_key=KEY, service_id="ops-image-analyze-ocr-001", cache=db) as analyzer:
         first = analyzer.parse(png, file_name="a.png")
         again = analyzer.parse(png, file_name="a.png")
@@ -330,7 +310,7 @@ def test_a_recorded_task_that_failed_meanwhile_is_submitted_afresh(emu: Emulator
 
 def test_qwen_ocr_results_are_cached(emu: Emulator, db: Path) -> None:
     pytest.importorskip("rapidocr", reason="the emulator's OCR needs the `local` extra")
-    png = _png()
+    png = _png("Cache me 42")
     with QwenOCR(base_url=emu.url, api_key=KEY, task="advanced_recognition", cache=db, qps=0) as ocr:
         first = ocr.parse(png, file_name="a.png")
         again = ocr.parse(png, file_name="b.png")
