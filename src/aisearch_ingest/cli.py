@@ -21,7 +21,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit
 
 import anyio
 
@@ -29,7 +28,7 @@ from ._version import __version__
 from .errors import AISearchIngestError, ConfigurationError, InvalidInputError
 from .protocol.qwen_tasks import TASKS
 from .results import Outcome
-from .sources import DOCUMENT_TYPES, IMAGE_TYPES, SourceLike, expand_inputs, load_source, probe_type
+from .sources import DOCUMENT_TYPES, IMAGE_TYPES, SourceLike, expand_inputs, load_source, local_path, probe_type
 
 __all__ = ["main"]
 
@@ -112,11 +111,10 @@ def _service_for(origin: str, file_type: str, choice: str) -> str:
 def _route(item: SourceLike, choice: str) -> tuple[str, SourceLike]:
     """The service for one input. Local files are typed from their first bytes and stay on disk until their turn
     comes (a large batch is never held in memory); other inputs are loaded."""
-    if isinstance(item, (str, os.PathLike)):
-        text = os.fspath(item)
-        if not text.startswith("data:") and urlsplit(text).scheme.lower() not in ("http", "https"):
-            origin, file_type = probe_type(text)
-            return _service_for(origin, file_type, choice), item
+    text = local_path(item)
+    if text is not None:
+        origin, file_type = probe_type(text)
+        return _service_for(origin, file_type, choice), item
     source = load_source(item)
     return _service_for(source.origin, source.file_type, choice), source
 

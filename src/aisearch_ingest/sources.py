@@ -33,6 +33,7 @@ __all__ = [
     "expand_inputs",
     "human_size",
     "load_source",
+    "local_path",
     "precheck_aisearch_size",
     "probe_type",
     "sniff_type",
@@ -219,6 +220,25 @@ def _zip_type(file: str | os.PathLike[str] | IO[bytes], ext: str) -> str | None:
     return ext or "zip"
 
 
+def local_path(obj: SourceLike) -> str | None:
+    """The path of an input that names a local file (a ``file://`` URL decoded), or None for bytes, a
+    :class:`Source`, an ``http(s)`` URL or a ``data:`` URI.
+
+    Example:
+        >>> local_path("file:///tmp/a%20b.pdf"), local_path("https://example.com/a.pdf")
+        ('/tmp/a b.pdf', None)
+    """
+    if not isinstance(obj, (str, os.PathLike)):
+        return None
+    text = os.fspath(obj)
+    if isinstance(text, bytes):  # pragma: no cover - os.PathLike[bytes]
+        text = text.decode()
+    scheme = urlsplit(text).scheme.lower()
+    if text.startswith("data:") or scheme in ("http", "https"):
+        return None
+    return unquote(urlsplit(text).path) if scheme == "file" else text
+
+
 def probe_type(obj: str | os.PathLike[str]) -> tuple[str, str]:
     """The type of a local file from its first 4 KB (and a zip's directory), without reading the whole file.
 
@@ -234,9 +254,9 @@ def probe_type(obj: str | os.PathLike[str]) -> tuple[str, str]:
         InvalidInputError: missing, unreadable or empty file, a directory, or an unknown type -- the same errors
             :func:`load_source` raises.
     """
-    text = os.fspath(obj)
-    if urlsplit(text).scheme.lower() == "file":
-        text = unquote(urlsplit(text).path)
+    text = local_path(obj)
+    if text is None:
+        raise InvalidInputError(f"{obj!r} is not a local file", source=str(obj), limit="not_a_file")
     path = _local_file(text)
     with _reading(text), path.open("rb") as file:
         head = file.read(4096)
@@ -404,13 +424,9 @@ def precheck_aisearch_size(obj: SourceLike, *, service: str) -> None:
     Raises:
         InvalidInputError: ``limit="max_body_bytes"``, as :func:`check_aisearch_body`.
     """
-    if not isinstance(obj, (str, os.PathLike)):
+    text = local_path(obj)
+    if text is None:
         return
-    text = os.fspath(obj)
-    if text.startswith("data:") or urlsplit(text).scheme.lower() in ("http", "https"):
-        return
-    if urlsplit(text).scheme.lower() == "file":
-        text = unquote(urlsplit(text).path)
     try:
         size = Path(text).expanduser().stat().st_size
     except OSError:
