@@ -835,14 +835,13 @@ def pack(
     # A breadcrumb costing more than half the budget (a paragraph turned setext heading, say) is not
     # prefixed: the chunk keeps it in ``headings`` only, and the budget stays the chunk's.
     crumb_limit = max_tokens // 2
-    long_crumbs: set[tuple[str, ...]] = set()
 
     def crumb_tokens(path: tuple[str, ...]) -> int:
+        """Tokens of the prefix for ``path``; 0 when there is none (no path, or one too long to prefix)."""
         cost = crumb_cost.get(path)
         if cost is None:
             cost = counter.count(" > ".join(path) + "\n\n")
             if cost > crumb_limit:
-                long_crumbs.add(path)
                 cost = 0
             crumb_cost[path] = cost
         return cost
@@ -989,7 +988,7 @@ def pack(
         else:
             tokens = counter.count(text)
         path = _chunk_path(group_atoms)
-        if include_headings and path and crumb_tokens(path) >= 0 and path not in long_crumbs:
+        if include_headings and crumb_tokens(path) > 0:  # a path too long to prefix costs 0
             shown = _shown_crumb(path, group_atoms[0] if not head else None)
             if shown:
                 text = " > ".join(shown) + "\n\n" + text
