@@ -18,11 +18,26 @@ NOW = 1_700_000_000.0
     [
         ({"Retry-After": "2"}, 2.0),
         ({"retry-after": "1.5"}, 1.5),
+        ({"Retry-After": "0.5"}, 0.5),
         ({"retry-after-ms": "250"}, 0.25),
-        ({"x-acs-retry-after": "3"}, 3.0),
-        ({"x-acs-retry-after": "1500"}, 1.5),  # large integers are milliseconds
+        ({"retry-after-ms": "12.5"}, 0.0125),
+        # x-acs-retry-after is integer milliseconds, as alibabacloud_tea_openapi reads it: 1000 is one second
+        ({"x-acs-retry-after": "1000"}, 1.0),
+        ({"x-acs-retry-after": "3"}, 0.003),
+        ({"x-acs-retry-after": "1500"}, 1.5),
+        ({"x-acs-retry-after": "0.5"}, None),  # not an integer: the SDK ignores it, so do we
+        ({"x-acs-retry-after": "0"}, None),
+        ({"x-acs-retry-after": "-5"}, None),
+        ({"x-acs-retry-after": "soon"}, None),
+        ({"x-acs-retry-after": "1000", "Retry-After": "1"}, 1.0),  # what the gateway sends: both agree
+        ({"x-acs-retry-after": "garbage", "Retry-After": "2"}, 2.0),  # a bad hint falls through to the next
         ({"Retry-After": email.utils.formatdate(NOW + 4, usegmt=True)}, 4.0),
+        ({"Retry-After": email.utils.formatdate(NOW - 30, usegmt=True)}, None),  # a past date: own backoff
         ({"Retry-After": "soon"}, None),
+        ({"Retry-After": "nan"}, None),
+        ({"Retry-After": "inf"}, None),
+        ({"Retry-After": "0"}, None),
+        ({"Retry-After": "-1"}, None),
         ({}, None),
         ({"retry-after-ms": "100", "Retry-After": "9"}, 0.1),  # the precise hint wins
     ],

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from aisearch_ingest.emulator import Emulator
@@ -27,6 +28,7 @@ pytest.importorskip("openai")
 from alibabacloud_searchplat20240529 import models
 from alibabacloud_searchplat20240529.client import Client
 from alibabacloud_tea_openapi.models import Config
+from alibabacloud_tea_openapi.utils import Utils
 from Tea.exceptions import TeaException
 
 KEY = "test-key-sdk"
@@ -196,12 +198,31 @@ def test_sdk_errors_carry_code_status_and_request_id(searchplat: Client, emu: Em
     emu.inject(429, retry_after=1, retry_after_header="x-acs-retry-after")
     with pytest.raises(TeaException) as info:
         searchplat.get_document_analyze_task_status(WS, "ops-document-analyze-001", missing)
-    assert info.value.statusCode == 429 and info.value.code == "Throttling.User"
+    assert info.value.statusCode == 429 and info.value.code == "Throttling.RateQuota"
 
     wrong = Client(Config(bearer_token="not-the-key", endpoint=emu.endpoint, protocol="http"))
     with pytest.raises(TeaException) as info:
         wrong.get_document_analyze_task_status(WS, "ops-document-analyze-001", missing)
     assert info.value.statusCode == 401 and "not-the-key" not in info.value.message
+
+
+def test_throttling_hint_is_what_the_sdk_core_reads(emu: Emulator) -> None:
+    """The emulator's own QPS refusal, read by the SDK core's parser (``Utils.get_throttling_time_left``: integer
+    milliseconds, > 0) -- the unit our emulator used to get wrong."""
+    emu.set_qps(1)
+    try:
+        with httpx.Client(base_url=emu.url, headers={"Authorization": f"Bearer {KEY}"}) as http:
+            path = f"/v3/openapi/workspaces/{WS}/document-analyze/ops-document-analyze-001/async/task-status"
+            answers = [http.get(path, params={"task_id": "x"}) for _ in range(3)]
+    finally:
+        emu.set_qps(None)
+    throttled = [r for r in answers if r.status_code == 429]
+    assert throttled, [r.status_code for r in answers]
+    for response in throttled:
+        millis = Utils.get_throttling_time_left(dict(response.headers))
+        assert millis is not None and 1 <= millis <= 1000
+        assert response.json()["code"] == "Throttling.RateQuota"
+        assert int(response.headers["Retry-After"]) == 1
 
 
 # --- C: dashscope MultiModalConversation

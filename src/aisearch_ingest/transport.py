@@ -3,7 +3,8 @@ timeouts, the rate limit, error mapping, and key redaction.
 
 Retry policy (modelled on openai-python's ``_base_client``): 429, 408, 409, 5xx and connection errors are retried with
 ``initial · 2ⁿ`` seconds capped at ``max_delay``, minus up to 25 % jitter; a server hint (``retry-after-ms``,
-``x-acs-retry-after``, ``Retry-After`` as seconds or an HTTP date) is honoured up to ``max_retry_after`` seconds;
+``x-acs-retry-after`` in integer milliseconds, ``Retry-After`` as seconds or an HTTP date) is honoured, capped at
+``max_retry_after`` seconds;
 ``x-should-retry: false`` stops retrying. Other 4xx are never retried. Retries are bounded by ``max_retries``.
 """
 
@@ -13,6 +14,7 @@ import asyncio
 import email.utils
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -45,7 +47,7 @@ class RetryPolicy:
         max_retries: retries after the first attempt (so at most ``max_retries + 1`` requests per call).
         initial_delay: first backoff in seconds.
         max_delay: cap on a computed backoff.
-        max_retry_after: cap on a server-requested delay; a longer hint is not waited for (the call fails).
+        max_retry_after: cap on a server-requested delay; a longer hint is waited for this long, then retried.
         jitter: fraction of the delay removed at random (0.25 = up to 25 %).
     """
 
@@ -81,38 +83,51 @@ class Response:
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds the server asks us to wait, from ``retry-after-ms``, ``x-acs-retry-after`` or ``Retry-After``.
+    """Seconds the server asks us to wait, from the first usable of three headers, as their owners define them.
 
-    ``Retry-After`` may be seconds (``"2"``, ``"1.5"``) or an HTTP date. ``x-acs-retry-after`` is read as
-    milliseconds when it is larger than 1000 without a decimal point, else as seconds. Returns ``None`` when no usable
-    hint is present.
+    * ``retry-after-ms``: milliseconds, possibly fractional (openai-python's convention, sent by DashScope's
+      OpenAI-compatible mode).
+    * ``x-acs-retry-after``: a positive **integer of milliseconds**, exactly as Alibaba Cloud's SDK core reads it
+      (``alibabacloud_tea_openapi`` ``Utils.get_throttling_time_left``: ``int(value)``, ignored when it is not an
+      integer or is <= 0). ``1000`` is one second, never 1000 s.
+    * ``Retry-After``: seconds (``"2"``, ``"0.5"``) or an HTTP date (RFC 9110).
+
+    A hint that is unparsable, zero, negative or a date in the past is no hint: the caller falls back to its own
+    backoff (as openai-python does), so a bad header can neither stall a run nor turn it into a busy loop.
+    Returns ``None`` when no usable hint is present.
     """
-    lower = {k.lower(): v for k, v in headers.items()}
+    lower = {k.lower(): v.strip() for k, v in headers.items()}
     raw = lower.get("retry-after-ms")
     if raw:
-        try:
-            return max(0.0, float(raw) / 1000.0)
-        except ValueError:
-            pass
+        value = _finite(raw)
+        if value is not None and value > 0:
+            return value / 1000.0
     raw = lower.get("x-acs-retry-after")
     if raw:
         try:
-            value = float(raw)
-            if value > 1000 and "." not in raw:
-                value /= 1000.0
-            return max(0.0, value)
+            millis = int(raw)
         except ValueError:
-            pass
+            millis = 0
+        if millis > 0:
+            return millis / 1000.0
     raw = lower.get("retry-after")
     if raw:
-        try:
-            return max(0.0, float(raw))
-        except ValueError:
+        value = _finite(raw)
+        if value is None:
             parsed = email.utils.parsedate_tz(raw)
             if parsed is not None:
-                ts = email.utils.mktime_tz(parsed)
-                return max(0.0, ts - (now if now is not None else time.time()))
+                value = email.utils.mktime_tz(parsed) - (now if now is not None else time.time())
+        if value is not None and value > 0:
+            return value
     return None
+
+
+def _finite(raw: str) -> float | None:
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _request_id(headers: httpx.Headers, body: Any) -> str | None:
@@ -218,8 +233,12 @@ class Transport:
         if attempt >= self.retry.max_retries:
             return False
         if hint is not None and hint > self.retry.max_retry_after:
-            logger.info("%s: server asked to wait %.1fs, more than max_retry_after; giving up", what, hint)
-            return False
+            # A hint longer than we are willing to wait is capped, not obeyed to the letter and not a reason to give
+            # up: the retry is still bounded by max_retries.
+            logger.info(
+                "%s: server asked to wait %.1fs; waiting max_retry_after=%.1fs", what, hint, self.retry.max_retry_after
+            )
+            hint = self.retry.max_retry_after
         delay = hint if hint is not None else self.retry.backoff(attempt)
         logger.info(
             "%s%s failed (%s); retry %d/%d in %.2fs",

@@ -56,7 +56,9 @@ _AISEARCH_CODES = {
     401: ("Unauthorized", "Invalid or missing API key in the Authorization header."),
     404: ("NotFound", "The requested resource does not exist."),
     405: ("MethodNotAllowed", "The HTTP method is not allowed on this resource."),
-    429: ("Throttling.User", "Request was denied due to user flow control."),
+    # The code Alibaba's gateway answers for AI Search throttling, and the one its own LlamaIndex reader
+    # (llama-index-readers-alibabacloud-aisearch) retries on.
+    429: ("Throttling.RateQuota", "Requests rate limit exceeded, please try again later."),
     500: ("InternalServerError", "An internal server error occurred."),
     503: ("ServiceUnavailable", "The service is temporarily unavailable."),
 }

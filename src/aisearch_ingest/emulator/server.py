@@ -11,15 +11,18 @@ open, and what the emulator chose:
 
 * **QPS limit.** At most ``floor(qps)`` calls in any sliding 1-second window across all service routes (for
   ``qps < 1``: one call per ``1/qps`` seconds). Beyond it: 429 with the service's error body, ``Retry-After``
-  as an integer number of seconds >= 1 (the gateway convention), ``x-acs-retry-after`` with the precise delay
-  in seconds (e.g. ``0.237``), and on the OpenAI-compatible route ``retry-after-ms`` too. Refused calls stay in
-  the window, so a client that keeps hammering stays throttled.
+  as an integer number of seconds >= 1 (the gateway convention), on AI Search routes ``x-acs-retry-after`` with
+  the precise delay in integer **milliseconds** (e.g. ``237``: what the SDK core ``alibabacloud_tea_openapi``
+  reads), and on the OpenAI-compatible route ``retry-after-ms`` too. Refused calls stay in the window, so a
+  client that keeps hammering stays throttled.
 * **Auth.** ``Authorization: Bearer <key>``. With a key (given, or ``AISEARCH_API_KEY`` / ``DASHSCOPE_API_KEY``
   read at :meth:`Emulator.start` for the AI Search / DashScope routes) any other token is a 401; with none, any
   Bearer token passes, but a missing header is a 401.
 * **AI Search errors.** ``{"request_id","latency","http_code","code","message"}`` and ``x-acs-request-id`` on
   every response; an unknown service id is a 400 ``InvalidParameter`` (a 404 would read as a missing task);
-  throttling is ``Throttling.User``, auth ``Unauthorized``.
+  throttling is ``Throttling.RateQuota`` (the gateway's code, which Alibaba's own LlamaIndex reader retries on),
+  auth ``Unauthorized``. DashScope answers ``Throttling.RateQuota`` too (its documented code), compatible mode
+  ``limit_requests``.
 * **Random 429s** (``Faults.rate_429``) carry no ``Retry-After``: they test the client's own backoff. Scripted
   ones (:meth:`Emulator.inject`) carry exactly the header asked for.
 """
@@ -349,7 +352,7 @@ class Emulator:
                 (``"document-analyze"``, ``"dashscope"``) or an operation suffix (``"task-status"``).
             retry_after: for 429, the delay hint in seconds.
             retry_after_header: the header carrying it: ``Retry-After`` (seconds), ``x-acs-retry-after``
-                (seconds) or ``retry-after-ms`` (milliseconds).
+                (integer milliseconds, as AI Search's gateway sends it) or ``retry-after-ms`` (milliseconds).
 
         Raises:
             ValueError: for an unknown kind or route, or a bad count or delay.
@@ -406,9 +409,13 @@ class Emulator:
         if request.method != match.method:
             return error_reply(family, 405, f"use {match.method} for {request.path}", headers={"Allow": match.method})
         if retry_in is not None:
-            headers = {"Retry-After": str(max(1, math.ceil(retry_in))), "x-acs-retry-after": f"{retry_in:.3f}"}
+            headers = {"Retry-After": str(max(1, math.ceil(retry_in)))}
+            if family == "aisearch":
+                # Integer milliseconds, as the AI Search SDK core (alibabacloud_tea_openapi
+                # Utils.get_throttling_time_left) reads it; a value <= 0 is ignored there, hence >= 1.
+                headers["x-acs-retry-after"] = str(max(1, math.ceil(retry_in * 1000)))
             if family == "compatible":
-                headers["retry-after-ms"] = str(math.ceil(retry_in * 1000))
+                headers["retry-after-ms"] = str(max(1, math.ceil(retry_in * 1000)))
             return error_reply(family, 429, headers=headers)
         injected = self._rt.injections.take(match.route, TRANSPORT_KINDS)
         if injected is not None:
@@ -449,7 +456,7 @@ class Emulator:
         headers: dict[str, str] = {}
         if injection.retry_after is not None:
             name = injection.retry_after_header
-            if name.lower() == "retry-after-ms":
+            if name.lower() in ("retry-after-ms", "x-acs-retry-after"):
                 headers[name] = str(math.ceil(injection.retry_after * 1000))
             else:
                 headers[name] = _format_seconds(injection.retry_after)
