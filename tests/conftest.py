@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from aisearch_ingest.emulator import Emulator
+from aisearch_ingest.ratelimit import reset_budgets
 
 pytest_plugins = ["aisearch_ingest.testing"]
 
@@ -18,3 +19,9 @@ def emu(aisearch_emulator_session: Emulator) -> Iterator[Emulator]:
     aisearch_emulator_session.reset()
     yield aisearch_emulator_session
     aisearch_emulator_session.reset()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_budgets() -> None:
+    """Each test's new clients start at their ceilings: a test that provoked 429s must not slow the next ones."""
+    reset_budgets()

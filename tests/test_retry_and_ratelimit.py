@@ -1,4 +1,4 @@
-"""Pure pieces of the transport: Retry-After parsing, backoff bounds, the token bucket."""
+"""Pure pieces of the transport: Retry-After parsing, backoff bounds, the token bucket and the adaptive budget."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import itertools
 
 import pytest
 
-from aisearch_ingest.ratelimit import RateLimiter
+from aisearch_ingest.ratelimit import (
+    _BUDGETS,
+    RateLimiter,
+    Stamp,
+    credential_fingerprint,
+    limiters_for,
+    reset_budgets,
+)
 from aisearch_ingest.transport import RetryPolicy, parse_retry_after
 
 NOW = 1_700_000_000.0
@@ -132,3 +139,121 @@ async def test_acquire_waits_for_both_rules() -> None:
         starts.append(clock.now)
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert gaps == pytest.approx([0.25] * 8)
+
+
+# --- the adaptive budget
+
+
+def _send(limiter: RateLimiter, clock: FakeClock) -> Stamp:
+    assert limiter.admit() == 0.0
+    stamp = limiter._sent[-1]
+    assert stamp.at == clock.now
+    return stamp
+
+
+def test_429_lowers_the_rate_to_what_the_service_accepted() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(12, adaptive=True, margin=0.0, clock=clock)
+    stamps = []
+    for _ in range(11):  # a 12/s pace against a service that takes 10 in any second
+        stamps.append(_send(limiter, clock))
+        clock.now += 1 / 12
+    for stamp in stamps[:10]:
+        limiter.feedback(stamp, throttled=False)
+    limiter.feedback(stamps[10], throttled=True, hint=0.2)
+    assert limiter.rate == pytest.approx(10.0, abs=0.01)
+    assert limiter.decreases == 1 and limiter.throttled == 1
+    # the hint pauses everyone, not only the refused call
+    assert limiter.admit() == pytest.approx(0.2)
+
+
+def test_calls_in_flight_before_a_decrease_do_not_lower_it_again() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, adaptive=True, margin=0.0, clock=clock)
+    burst = []
+    for _ in range(5):
+        burst.append(_send(limiter, clock))
+        clock.now += 0.1
+    limiter.feedback(burst[0], throttled=False)
+    for stamp in burst[1:]:
+        limiter.feedback(stamp, throttled=True)  # a 1/s limit: all but the first refused
+    assert limiter.decreases == 1
+    assert limiter.rate == pytest.approx(1.0, abs=0.01)  # one call accepted in the window before the refusal
+    assert limiter.throttled == 4
+
+
+def test_nothing_accepted_halves_the_rate_and_the_floor_holds() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, adaptive=True, margin=0.0, probe=1e9, clock=clock)  # no recovery in this test
+    rates = []
+    for _ in range(30):
+        clock.now += 100.0  # far apart: each is a fresh decrease with nothing accepted around it
+        stamp = _send(limiter, clock)
+        limiter.feedback(stamp, throttled=True)
+        rates.append(limiter.rate)
+    assert rates[:3] == pytest.approx([5.0, 2.5, 1.25])
+    assert rates[-1] == pytest.approx(10 / 200)  # default floor: ceiling / 200
+
+
+def test_rate_climbs_back_quadratically_to_the_ceiling() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, adaptive=True, margin=0.0, probe=20.0, clock=clock)
+    first = _send(limiter, clock)
+    limiter.feedback(first, throttled=False)
+    clock.now += 0.5
+    refused = _send(limiter, clock)
+    limiter.feedback(refused, throttled=True)
+    assert limiter.rate == pytest.approx(1.0)
+    clock.now += 20.0
+    assert limiter.rate == pytest.approx(2.0)
+    clock.now += 20.0
+    assert limiter.rate == pytest.approx(5.0)
+    clock.now += 60.0
+    assert limiter.rate == 10.0
+
+
+def test_non_adaptive_limiter_keeps_its_rate() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, margin=0.0, clock=clock)
+    stamp = _send(limiter, clock)
+    limiter.feedback(stamp, throttled=True)
+    assert limiter.rate == 10.0 and limiter.throttled == 1 and limiter.decreases == 0
+
+
+async def test_retries_skip_the_spacing_queue() -> None:
+    clock = FakeClock()
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    limiter = RateLimiter(2, adaptive=True, margin=0.0, clock=clock)
+    for _ in range(3):
+        limiter.reserve()  # three new calls queued: the next spacing slot is 1.5 s away
+    assert limiter.reserve() == pytest.approx(1.5)
+    await limiter.acquire(fake_sleep, retry=True)  # a retry goes now: the window has room
+    assert slept == []
+
+
+def test_sub_one_qps_window_spans_the_interval() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(0.5, margin=0.0, clock=clock)
+    _send(limiter, clock)
+    clock.now += 1.5
+    assert limiter.admit() == pytest.approx(0.5)  # one call per 2 s, even for a retry that skips the spacing
+
+
+def test_one_budget_per_endpoint_and_credential() -> None:
+    reset_budgets()
+    doc = limiters_for("https://ep.example", "key-a", "document-analyze")
+    img = limiters_for("https://ep.example/", "key-a", "image-analyze", 12)
+    other_key = limiters_for("https://ep.example", "key-b", "image-analyze")
+    other_host = limiters_for("https://ep2.example", "key-a", "image-analyze")
+    assert doc[-1] is img[-1]  # the endpoint budget is shared by the services
+    assert doc[0] is not img[0]  # each service keeps its own ceiling
+    assert img[0].ceiling == 12 and doc[0].ceiling == 10
+    assert doc[-1].ceiling == 12 and doc[-1].adaptive  # the budget goes up to its highest service's ceiling
+    assert other_key[-1] is not doc[-1] and other_host[-1] is not doc[-1]
+    assert limiters_for("https://ep.example", "key-a", "image-analyze", 0) == ()
+    assert "key-a" not in repr(_BUDGETS) and "key-a" not in credential_fingerprint("key-a")
+    reset_budgets()

@@ -27,7 +27,7 @@ from .config import AISearchSettings, SecretStr, resolve_aisearch
 from .engine import ParserEngine
 from .errors import AISearchIngestError, APIStatusError, NotFoundError, TaskFailedError, TaskTimeoutError
 from .protocol import opensearch as proto
-from .ratelimit import RateLimiter, shared_rate_limiter
+from .ratelimit import RateLimiter, limiters_for
 from .results import ParseResult
 from .sources import (
     DOCUMENT_TYPES,
@@ -124,14 +124,18 @@ class _AISearchService(ParserEngine):
         self.service_id = service_id or self.default_service_id
         self.route: Route = route
         self.poll = poll or PollPolicy(timeout=timeout)
-        self.rate_limiter = rate_limiter or shared_rate_limiter(self.settings.base_url, self.service, qps)
+        self.limiters = limiters_for(
+            self.settings.base_url, self.settings.api_key, self.service, qps, budget=rate_limiter
+        )
+        #: The endpoint's adaptive budget, shared with every client of this endpoint and key in the process.
+        self.rate_limiter: RateLimiter | None = self.limiters[-1] if self.limiters else None
         self._sleep = sleep
         self._transport = Transport(
             self.settings.base_url,
             self.settings.api_key,
             timeout=httpx.Timeout(request_timeout, connect=10.0),
             retry=RetryPolicy(max_retries=max_retries),
-            limiter=self.rate_limiter,
+            limiter=self.limiters,
             sleep=sleep,
             http_client_factory=http_client_factory,
         )
@@ -320,7 +324,11 @@ class DocumentAnalyzer(_AISearchService):
         route: ``auto``/``async`` (create + poll) or ``sync`` (one call; only for small files).
         image_storage: ``base64`` (default on the service) or ``url`` (links valid 3 days).
         enable_semantic: the service's semantic strategy (``strategy.enable_semantic``).
-        qps: calls per second for this endpoint (shared by all clients of the endpoint in this process).
+        qps: this service's ceiling in calls per second (default: the documented 10). The pace is set by one adaptive
+            budget per endpoint and key, shared by every client and service of it in this process: it slows down
+            on 429 and climbs back to the ceiling. ``0`` disables rate limiting.
+        rate_limiter: a :class:`~aisearch_ingest.ratelimit.RateLimiter` to use as the endpoint budget instead
+            (to share one budget by hand, e.g. across endpoints of one account).
         max_concurrency: files in flight at once in ``parse_many``.
         max_retries: retries per HTTP call for 429/5xx/connection errors.
         timeout: overall deadline per task in seconds.

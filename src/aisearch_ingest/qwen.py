@@ -25,7 +25,7 @@ from .errors import AISearchIngestError, APIConnectionError, StreamError
 from .pages import DEFAULT_DPI, PageDocument, check_image, is_multipage, open_pages
 from .protocol import dashscope as proto
 from .protocol.qwen_tasks import DEFAULT_MAX_PIXELS, MAX_PIXELS_UPPER_LIMIT
-from .ratelimit import RateLimiter, shared_rate_limiter
+from .ratelimit import RateLimiter, limiters_for
 from .results import Page, ParseResult
 from .sources import Source, SourceLike, load_source
 from .transport import CallCounter, RetryPolicy, Transport, iter_lines
@@ -136,7 +136,9 @@ class QwenOCR(ParserEngine):
             ``"\\n\\n"``. Deltas are the model's raw text (fences included), so for unfenced tasks they join to
             ``content``.
         pdf_dpi: PDF rendering resolution.
-        qps: calls per second for this endpoint (shared by every Qwen-OCR client of the endpoint in this process).
+        qps: the ceiling in calls per second (default 10). The pace is set by one adaptive budget per endpoint and
+            key, shared by every client of it in this process: it slows down on 429 and climbs back to the ceiling.
+            ``0`` disables rate limiting.
         max_concurrency: files in flight in ``parse_many``, and page calls in flight per file.
         max_retries: retries per call on 429, 5xx and connection errors (before a stream starts).
         request_timeout: timeout of one HTTP exchange (for a stream: between two reads).
@@ -227,14 +229,16 @@ class QwenOCR(ParserEngine):
         self.incremental_output = incremental_output
         self.on_delta = on_delta
         self.pdf_dpi = pdf_dpi
-        self.rate_limiter: RateLimiter = shared_rate_limiter(self.settings.base_url, self.service, qps)
+        self.limiters = limiters_for(self.settings.base_url, self.settings.api_key, self.service, qps)
+        #: The endpoint's adaptive budget, shared with every client of this endpoint and key in the process.
+        self.rate_limiter: RateLimiter | None = self.limiters[-1] if self.limiters else None
         headers = {"x-dashscope-workspace": self.settings.workspace} if self.settings.workspace else None
         self._transport = Transport(
             self.settings.base_url,
             self.settings.api_key,
             timeout=httpx.Timeout(request_timeout, connect=10.0),
             retry=RetryPolicy(max_retries=max_retries),
-            limiter=self.rate_limiter,
+            limiter=self.limiters,
             headers=headers,
             sleep=sleep,
             http_client_factory=http_client_factory,

@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from .emulator import Emulator, Faults, Latency
+from .ratelimit import reset_budgets
 
 __all__ = [
     "EMULATOR_API_KEY",
@@ -112,6 +113,7 @@ def aisearch_emulator(request: pytest.FixtureRequest, aisearch_emulator_session:
         return
     emu = aisearch_emulator_session
     emu.reset()
+    reset_budgets()  # what clients learned about the emulator's old QPS limit goes with it
     try:
         yield emu
     finally:

@@ -19,7 +19,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +30,7 @@ import httpx
 from ._version import __version__
 from .config import SecretStr
 from .errors import APIConnectionError, APIStatusError, APITimeoutError, error_from_response
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, Stamp
 
 __all__ = ["CallCounter", "Response", "RetryPolicy", "Transport", "parse_retry_after"]
 
@@ -155,7 +155,9 @@ class Transport:
         api_key: sent as ``Authorization: Bearer``; never logged.
         timeout: per-exchange timeout (seconds or an ``httpx.Timeout``).
         retry: the retry policy.
-        limiter: the shared rate limiter (``None``: unlimited).
+        limiter: the rate limiters every call waits for, in order (a service's cap, then the endpoint's adaptive
+            budget: see :func:`~aisearch_ingest.ratelimit.limiters_for`); ``None``: unlimited. Each is told how
+            the service answered, so an adaptive one learns from 429s.
         headers: extra default headers.
         sleep: awaited for every wait (backoff, rate limit); injectable in tests.
         http_client_factory: builds the ``httpx.AsyncClient`` for a loop (for proxies, custom TLS...).
@@ -168,7 +170,7 @@ class Transport:
         *,
         timeout: float | httpx.Timeout = 30.0,
         retry: RetryPolicy | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: RateLimiter | Sequence[RateLimiter] | None = None,
         headers: Mapping[str, str] | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         http_client_factory: Callable[[], httpx.AsyncClient] | None = None,
@@ -177,7 +179,12 @@ class Transport:
         self._api_key = api_key
         self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout, connect=10.0)
         self.retry = retry or RetryPolicy()
-        self.limiter = limiter
+        if limiter is None:
+            self.limiters: tuple[RateLimiter, ...] = ()
+        elif isinstance(limiter, RateLimiter):
+            self.limiters = (limiter,)
+        else:
+            self.limiters = tuple(limiter)
         self._headers = {"user-agent": f"aisearch-ingest/{__version__} httpx/{httpx.__version__}"}
         self._headers.update(headers or {})
         self._sleep = sleep
@@ -275,9 +282,9 @@ class Transport:
         attempt = 0
         while True:
             extensions: dict[str, Any] = {}
-            if self.limiter is not None:
-                stamp = await self.limiter.acquire(self._sleep)
-                extensions["trace"] = _sent_tracer(self.limiter, stamp)
+            stamps = [await limiter.acquire(self._sleep, retry=attempt > 0) for limiter in self.limiters]
+            if self.limiters:
+                extensions["trace"] = _sent_tracer(self.limiters, stamps)
             client = self._client()
             if counter is not None:
                 counter.calls += 1
@@ -290,12 +297,14 @@ class Transport:
                 )
                 response = await client.send(request, stream=stream)
             except httpx.TimeoutException as exc:
+                self._feedback(stamps, throttled=False, failed=True)
                 err: Exception = APITimeoutError(f"{what} timed out: {type(exc).__name__}", source=source)
                 if await self._wait_for_retry(attempt, None, what, source, err):
                     attempt += 1
                     continue
                 raise err from exc
             except httpx.TransportError as exc:
+                self._feedback(stamps, throttled=False, failed=True)
                 err = APIConnectionError(
                     f"{what}: connection error ({type(exc).__name__}: {exc})".rstrip(": "), source=source
                 )
@@ -304,12 +313,14 @@ class Transport:
                     continue
                 raise err from exc
             if response.status_code < 400:
+                self._feedback(stamps, throttled=False)
                 return response
             if stream:
                 await response.aread()
             await response.aclose()
             body = _decode(response)
             hint = parse_retry_after(response.headers)
+            self._feedback(stamps, throttled=response.status_code == 429, hint=hint)
             status_error = error_from_response(
                 response.status_code,
                 body,
@@ -324,6 +335,12 @@ class Transport:
                 attempt += 1
                 continue
             raise status_error
+
+    def _feedback(
+        self, stamps: Sequence[Stamp | None], *, throttled: bool, hint: float | None = None, failed: bool = False
+    ) -> None:
+        for limiter, stamp in zip(self.limiters, stamps, strict=True):
+            limiter.feedback(stamp, throttled=throttled, hint=hint, failed=failed)
 
     async def request(
         self,
@@ -385,12 +402,15 @@ class Transport:
             await response.aclose()
 
 
-def _sent_tracer(limiter: RateLimiter, stamp: list[float] | None) -> Callable[[str, Any], Awaitable[None]]:
-    """An httpcore trace hook that tells the limiter when the request really left (after connecting)."""
+def _sent_tracer(
+    limiters: Sequence[RateLimiter], stamps: Sequence[Stamp | None]
+) -> Callable[[str, Any], Awaitable[None]]:
+    """An httpcore trace hook that tells the limiters when the request really left (after connecting)."""
 
     async def trace(event: str, info: Any) -> None:
         if event.endswith("send_request_body.complete"):
-            limiter.mark_sent(stamp)
+            for limiter, stamp in zip(limiters, stamps, strict=True):
+                limiter.mark_sent(stamp)
 
     return trace
 
