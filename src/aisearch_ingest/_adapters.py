@@ -125,6 +125,7 @@ class Batch:
         on_error: OnError,
         failures: list[Failure],
         total: int,
+        billed_twice: dict[str, int] | None = None,
         show_progress: bool = False,
         desc: str = "",
         extra: Mapping[str, Any] | None = None,
@@ -132,6 +133,7 @@ class Batch:
         self.shaper = shaper
         self.on_error = on_error
         self.failures = failures
+        self.billed_twice = billed_twice if billed_twice is not None else {}
         self.extra = extra
         self.first_error: AISearchIngestError | None = None
         self._bar: Any = None
@@ -144,6 +146,8 @@ class Batch:
         """The records of a finished source; ``[]`` for a failure (recorded, and logged when skipping)."""
         if self._bar is not None:
             self._bar.update(1)
+        if outcome.possibly_billed_twice:
+            self.billed_twice[outcome.source] = self.billed_twice.get(outcome.source, 0) + outcome.possibly_billed_twice
         if outcome.error is not None:
             self.failures.append((outcome.source, outcome.error))
             if self.first_error is None:

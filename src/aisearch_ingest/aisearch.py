@@ -183,6 +183,7 @@ class _AISearchService(ParserEngine):
                 json_body=body,
                 source=source.origin,
                 counter=counter,
+                billed=True,
             )
             view = proto.interpret(response.body, default_content_type=self.default_content_type)
             if view.pending:
@@ -211,6 +212,7 @@ class _AISearchService(ParserEngine):
             json_body=body,
             source=source.origin,
             counter=counter,
+            billed=True,
         )
         result = created.body.get("result") or {}
         task_id = result.get("task_id") if isinstance(result, dict) else None

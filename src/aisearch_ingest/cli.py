@@ -90,6 +90,7 @@ class _Summary:
     usage: dict[str, Counter[str]] = field(default_factory=dict)  # per service: its own usage fields
     calls: int = 0
     cached: int = 0  # files whose result came from the cache (no call)
+    possibly_billed_twice: dict[str, int] = field(default_factory=dict)  # source -> billed calls re-sent blind
 
 
 def _service_for(origin: str, file_type: str, choice: str) -> str:
@@ -260,6 +261,8 @@ def _report(bar: Any, summary: _Summary, name: str, *, ok: bool, detail: str) ->
 
 
 def _handle(outcome: Outcome, shaper: Any, out: IO[str], summary: _Summary, bar: Any) -> None:
+    if outcome.possibly_billed_twice:
+        summary.possibly_billed_twice[outcome.source] = outcome.possibly_billed_twice
     if outcome.error is not None or outcome.result is None:
         summary.failed.append((outcome.source, str(outcome.error)))
         _report(bar, summary, outcome.source, ok=False, detail=str(outcome.error))
@@ -302,6 +305,13 @@ def _print_summary(summary: _Summary, out_path: Path, failures_path: Path, wall:
         fields = ", ".join(f"{k}={v:g}" for k, v in sorted(usage.items()))
         lines.append(f"usage {service + ':':<18}{fields}")
     lines.append(f"wall time:         {wall:.1f}s")
+    if summary.possibly_billed_twice:
+        twice = summary.possibly_billed_twice
+        lines.append(
+            f"possibly billed twice: {sum(twice.values())} call(s) of {len(twice)} file(s): the request reached the "
+            "service, its answer was lost, and it was sent again (the usage above counts only the answers received)"
+        )
+        lines.extend(f"  {name}: {count}" for name, count in sorted(twice.items()))
     if summary.failed:
         lines.append(f"failures ({len(summary.failed)}, also in {failures_path}):")
         lines.extend(f"  {name}: {reason.removeprefix(name + ': ')}" for name, reason in summary.failed)

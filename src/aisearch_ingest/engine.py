@@ -260,9 +260,11 @@ class ParserEngine(ABC):
         except AISearchIngestError as exc:
             if exc.source is None:
                 exc.source = prepared.origin
+            exc.possibly_billed_twice = counter.unconfirmed
             raise
         result.latency = time.monotonic() - started
         result.calls = counter.calls
+        result.possibly_billed_twice = counter.unconfirmed
         if key is not None and self._cache is not None:
             # Stores the result and forgets its in-flight task in one transaction.
             await self._cache_call("write", self._cache.put, key, result)

@@ -51,9 +51,16 @@ __all__ = [
 
 
 class AISearchIngestError(Exception):
-    """Base class of every error this package raises."""
+    """Base class of every error this package raises.
+
+    Attributes:
+        source: the input it concerns, when there is one.
+        possibly_billed_twice: for a source that failed after billed calls whose answers were lost (see
+            :attr:`~aisearch_ingest.results.ParseResult.possibly_billed_twice`).
+    """
 
     source: str | None = None
+    possibly_billed_twice: int = 0
 
     def __init__(self, message: str, *, source: str | None = None) -> None:
         super().__init__(message)

@@ -328,6 +328,7 @@ class QwenOCR(ParserEngine):
                 headers=proto.request_headers(self.api, stream=False),
                 source=image.origin,
                 counter=counter,
+                billed=True,
             )
             return proto.parse_response(self.api, response.body, request_id=response.request_id)
         answer: proto.OcrAnswer | None = None
@@ -354,6 +355,7 @@ class QwenOCR(ParserEngine):
             headers=proto.request_headers(self.api, stream=True),
             source=image.origin,
             counter=counter,
+            billed=True,
         ) as response:
             header_rid = response.headers.get("x-request-id") or response.headers.get("x-dashscope-request-id")
             if "event-stream" not in response.headers.get("content-type", ""):

@@ -73,6 +73,9 @@ class ParseResult:
         cached: True when the result came from a :class:`~aisearch_ingest.cache.ResultCache` instead of the
             service (then ``calls`` is 0 and ``latency`` is the look-up's; ``usage``, ``request_id`` and ``task_id``
             are those of the original call).
+        possibly_billed_twice: billed calls for this source (a task create, a sync call, a Qwen-OCR page) whose
+            request reached the service but whose answer was lost, and that were therefore sent again: the
+            service may have done and billed that work twice (``usage`` counts only the answer received).
     """
 
     source: str
@@ -93,6 +96,7 @@ class ParseResult:
     ocr_task: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     cached: bool = False
+    possibly_billed_twice: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as plain data, with ``"schema"`` (:data:`RESULT_SCHEMA_VERSION`); ``json.dumps`` takes it
@@ -125,6 +129,7 @@ class ParseResult:
             "ocr_task": self.ocr_task,
             "extra": dict(self.extra),
             "cached": self.cached,
+            "possibly_billed_twice": self.possibly_billed_twice,
         }
 
     @classmethod
@@ -158,6 +163,7 @@ class ParseResult:
                 ocr_task=data.get("ocr_task"),
                 extra=dict(data.get("extra") or {}),
                 cached=bool(data.get("cached", False)),
+                possibly_billed_twice=int(data.get("possibly_billed_twice", 0)),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a ParseResult dictionary: {exc!r}") from exc
@@ -174,6 +180,14 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def possibly_billed_twice(self) -> int:
+        """Billed calls of this source whose answer was lost and that were sent again (see
+        :attr:`ParseResult.possibly_billed_twice`); counted for failed sources too."""
+        if self.result is not None:
+            return self.result.possibly_billed_twice
+        return getattr(self.error, "possibly_billed_twice", 0)
 
 
 def flatten_usage(usage: Mapping[str, Any] | None, prefix: str = "") -> dict[str, int | float]:

@@ -63,13 +63,21 @@ class RetryPolicy:
 
 
 class CallCounter:
-    """Counts the HTTP requests actually sent on behalf of one source (thread-safe enough for one task)."""
+    """Counts the HTTP requests actually sent on behalf of one source (thread-safe enough for one task).
 
-    __slots__ = ("calls", "retries")
+    ``unconfirmed`` counts billed calls (a task create, a sync call, a Qwen-OCR generation) whose request reached
+    the service in full but whose answer never came back (the connection dropped or timed out while we waited):
+    the service may have done -- and billed -- the work, and the retry that follows does it again. Neither AI
+    Search's create API nor DashScope's offers an idempotency key (none in the official SDKs' request models), so
+    the duplicate cannot be avoided, only counted and reported.
+    """
+
+    __slots__ = ("calls", "retries", "unconfirmed")
 
     def __init__(self) -> None:
         self.calls = 0
         self.retries = 0
+        self.unconfirmed = 0
 
 
 @dataclass
@@ -270,8 +278,12 @@ class Transport:
         stream: bool,
         source: str | None,
         counter: CallCounter | None,
+        billed: bool = False,
     ) -> httpx.Response:
-        """Send with rate limit and retries; return a 2xx response (streamed responses are left open)."""
+        """Send with rate limit and retries; return a 2xx response (streamed responses are left open).
+
+        ``billed``: the call costs money when the service accepts it (create, sync, generation); a lost answer to
+        such a call is counted in ``counter.unconfirmed`` before it is retried."""
         url = self.base_url + path
         content = None
         req_headers = self._auth_headers(headers)
@@ -281,10 +293,9 @@ class Transport:
         what = f"{method} {path}"
         attempt = 0
         while True:
-            extensions: dict[str, Any] = {}
             stamps = [await limiter.acquire(self._sleep, retry=attempt > 0) for limiter in self.limiters]
-            if self.limiters:
-                extensions["trace"] = _sent_tracer(self.limiters, stamps)
+            sent = _SentFlag()
+            extensions: dict[str, Any] = {"trace": _sent_tracer(self.limiters, stamps, sent)}
             client = self._client()
             if counter is not None:
                 counter.calls += 1
@@ -298,6 +309,7 @@ class Transport:
                 response = await client.send(request, stream=stream)
             except httpx.TimeoutException as exc:
                 self._feedback(stamps, throttled=False, failed=True)
+                self._lost_answer(billed and sent.done, counter, what, source)
                 err: Exception = APITimeoutError(f"{what} timed out: {type(exc).__name__}", source=source)
                 if await self._wait_for_retry(attempt, None, what, source, err):
                     attempt += 1
@@ -305,6 +317,7 @@ class Transport:
                 raise err from exc
             except httpx.TransportError as exc:
                 self._feedback(stamps, throttled=False, failed=True)
+                self._lost_answer(billed and sent.done, counter, what, source)
                 err = APIConnectionError(
                     f"{what}: connection error ({type(exc).__name__}: {exc})".rstrip(": "), source=source
                 )
@@ -336,6 +349,19 @@ class Transport:
                 continue
             raise status_error
 
+    @staticmethod
+    def _lost_answer(lost: bool, counter: CallCounter | None, what: str, source: str | None) -> None:
+        if not lost:
+            return
+        if counter is not None:
+            counter.unconfirmed += 1
+        logger.warning(
+            "%s%s: the request reached the service but its answer was lost; the service may have done and billed "
+            "it, and a retry may bill it again (counted as 'possibly billed twice')",
+            what,
+            f" [{source}]" if source else "",
+        )
+
     def _feedback(
         self, stamps: Sequence[Stamp | None], *, throttled: bool, hint: float | None = None, failed: bool = False
     ) -> None:
@@ -352,8 +378,11 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         source: str | None = None,
         counter: CallCounter | None = None,
+        billed: bool = False,
     ) -> Response:
-        """One JSON call with retries. Raises an :class:`~aisearch_ingest.errors.APIError` subclass on failure."""
+        """One JSON call with retries. Raises an :class:`~aisearch_ingest.errors.APIError` subclass on failure.
+
+        ``billed``: the call costs money once accepted (see :class:`CallCounter` ``unconfirmed``)."""
         response = await self._send(
             method,
             path,
@@ -363,6 +392,7 @@ class Transport:
             stream=False,
             source=source,
             counter=counter,
+            billed=billed,
         )
         body = _decode(response)
         if not isinstance(body, Mapping):
@@ -383,6 +413,7 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         source: str | None = None,
         counter: CallCounter | None = None,
+        billed: bool = False,
     ) -> AsyncIterator[httpx.Response]:
         """Open a streamed call (retried until the first 2xx); yields the open response. Errors while reading the
         body are the caller's to map (see :func:`iter_lines`)."""
@@ -395,6 +426,7 @@ class Transport:
             stream=True,
             source=source,
             counter=counter,
+            billed=billed,
         )
         try:
             yield response
@@ -402,13 +434,23 @@ class Transport:
             await response.aclose()
 
 
+class _SentFlag:
+    """Set once the whole request has left (so a failure after it may have reached the service)."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+
 def _sent_tracer(
-    limiters: Sequence[RateLimiter], stamps: Sequence[Stamp | None]
+    limiters: Sequence[RateLimiter], stamps: Sequence[Stamp | None], sent: _SentFlag
 ) -> Callable[[str, Any], Awaitable[None]]:
     """An httpcore trace hook that tells the limiters when the request really left (after connecting)."""
 
     async def trace(event: str, info: Any) -> None:
         if event.endswith("send_request_body.complete"):
+            sent.done = True
             for limiter, stamp in zip(limiters, stamps, strict=True):
                 limiter.mark_sent(stamp)
 

@@ -25,17 +25,19 @@ __all__ = [
 ]
 
 InjectionKind = (
-    Literal[429, 500, 503] | Literal["drop", "stream_cut", "stream_error", "data_inspection", "task_fail", "task_hang"]
+    Literal[429, 500, 503]
+    | Literal["drop", "drop_after", "stream_cut", "stream_error", "data_inspection", "task_fail", "task_hang"]
 )
 
-#: Every kind :meth:`Emulator.inject` accepts. 429/500/503/"drop" hit the next matching request of any route;
+#: Every kind :meth:`Emulator.inject` accepts. 429/500/503/"drop"/"drop_after" hit the next matching request of any
+#: route;
 #: "stream_cut"/"stream_error" the next *streaming* Qwen-OCR request; "data_inspection" the next Qwen-OCR request;
 #: "task_fail"/"task_hang" the next AI Search task created (``/async``) or run (``/sync``).
 INJECTION_KINDS: frozenset[object] = frozenset(
-    {429, 500, 503, "drop", "stream_cut", "stream_error", "data_inspection", "task_fail", "task_hang"}
+    {429, 500, 503, "drop", "drop_after", "stream_cut", "stream_error", "data_inspection", "task_fail", "task_hang"}
 )
 #: Kinds the request pipeline consumes before routing; the others are consumed by the route handlers.
-TRANSPORT_KINDS: frozenset[object] = frozenset({429, 500, 503, "drop"})
+TRANSPORT_KINDS: frozenset[object] = frozenset({429, 500, 503, "drop", "drop_after"})
 
 
 @dataclass(frozen=True)

@@ -344,7 +344,9 @@ class Emulator:
 
         Args:
             kind: 429, 500 or 503 (answer with that status), ``"drop"`` (close the connection without a
-                response); ``"stream_cut"`` (close a Qwen-OCR stream mid-way), ``"stream_error"`` (an SSE error
+                response), ``"drop_after"`` (do the work -- create the task, bill the call -- then close the
+                connection without the answer: a lost answer to a billed call);
+                ``"stream_cut"`` (close a Qwen-OCR stream mid-way), ``"stream_error"`` (an SSE error
                 event, status 500, mid-stream), ``"data_inspection"`` (400 ``DataInspectionFailed``; mid-stream
                 for a stream); ``"task_fail"`` / ``"task_hang"`` (the next AI Search task fails / never ends).
             count: how many requests it hits.
@@ -418,6 +420,10 @@ class Emulator:
                 headers["retry-after-ms"] = str(max(1, math.ceil(retry_in * 1000)))
             return error_reply(family, 429, headers=headers)
         injected = self._rt.injections.take(match.route, TRANSPORT_KINDS)
+        if injected is not None and injected.kind == "drop_after":
+            # The service does the work (a task is created, a sync call is billed), then the answer is lost.
+            self._serve(request, match)
+            return DropReply()
         if injected is not None:
             return self._injected(injected, family)
         faults, rng = self._rt.faults, self._rt.rng
@@ -427,12 +433,15 @@ class Emulator:
             return error_reply(family, 429)
         if rng.chance(faults.rate_5xx):
             return error_reply(family, rng.choice((500, 503)), "emulated server fault")
-        if family == "aisearch":
+        return self._serve(request, match)
+
+    def _serve(self, request: Request, match: _Match) -> Reply:
+        if match.family == "aisearch":
             kind, workspace, service_id, op = match.params
             return self._aisearch.handle(request, match.route, kind, workspace, service_id, op)
         if match.route == "dashscope/uploads":
             return self._qwen.upload_policy(request)
-        return self._qwen.generation(request, match.route, "native" if family == "dashscope" else "compatible")
+        return self._qwen.generation(request, match.route, "native" if match.family == "dashscope" else "compatible")
 
     def _authenticate(self, request: Request, family: str) -> JsonReply | None:
         expected = self._keys["aisearch" if family == "aisearch" else "dashscope"]

@@ -81,6 +81,9 @@ class _Service:
         self.mode: Mode = mode
         self.on_error: OnError = on_error
         self.failures: list[Failure] = []
+        #: source -> billed calls whose answer was lost and that were sent again (the service may have billed
+        #: them twice); filled like ``failures``, for succeeded and failed files alike.
+        self.possibly_billed_twice: dict[str, int] = {}
         self._shaper = Shaper(self.client, mode=mode, max_tokens=chunk_max_tokens, include_headings=include_headings)
 
     def _make_client(self, **kwargs: Any) -> ParserEngine:
@@ -113,10 +116,12 @@ class _ServiceLoader(_Service, BaseLoader):
     def _start(self) -> tuple[list[Any], Batch]:
         items = expand(self.file_path, glob=self.glob, recursive=self.recursive)
         self.failures = []
+        self.possibly_billed_twice = {}
         batch = Batch(
             self._shaper,
             on_error=self.on_error,
             failures=self.failures,
+            billed_twice=self.possibly_billed_twice,
             total=len(items),
             show_progress=self.show_progress,
             desc=type(self).__name__,
@@ -154,7 +159,14 @@ class _ServiceParser(_Service, BaseBlobParser):
         origin = str(blob.source or blob.path or "blob")
         made = source_from_bytes(blob.as_bytes(), origin=origin, file_name=name_of(blob.path))
         items, done = ([], [made]) if isinstance(made, Outcome) else ([made], [])
-        batch = Batch(self._shaper, on_error=self.on_error, failures=self.failures, total=1, extra=blob.metadata)
+        batch = Batch(
+            self._shaper,
+            on_error=self.on_error,
+            failures=self.failures,
+            billed_twice=self.possibly_billed_twice,
+            total=1,
+            extra=blob.metadata,
+        )
         for record in iter_records(self.client, items, batch, done=done):
             yield _document(record)
 

@@ -80,6 +80,7 @@ class _ServiceReader(BasePydanticReader):
     )
     _client: ParserEngine | None = PrivateAttr(default=None)
     _failures: list[Failure] = PrivateAttr(default_factory=list)
+    _billed_twice: dict[str, int] = PrivateAttr(default_factory=dict)
 
     def __init__(self, *, client: ParserEngine | None = None, **data: Any) -> None:
         super().__init__(**data)
@@ -102,6 +103,12 @@ class _ServiceReader(BasePydanticReader):
         """``(source, error)`` for every file that failed, over the reader's life (``SimpleDirectoryReader`` hands
         files over one call at a time, so nothing is reset between calls; ``failures.clear()`` to start afresh)."""
         return self._failures
+
+    @property
+    def possibly_billed_twice(self) -> dict[str, int]:
+        """source -> billed calls whose answer was lost and that were sent again (the service may have billed them
+        twice), over the reader's life like :attr:`failures`."""
+        return self._billed_twice
 
     def close(self) -> None:
         """Close the client's private event loop and connections."""
@@ -146,6 +153,7 @@ class _ServiceReader(BasePydanticReader):
             shaper,
             on_error=self.on_error,
             failures=self._failures,
+            billed_twice=self._billed_twice,
             total=len(items) + len(done),
             show_progress=self.show_progress,
             desc=self.class_name(),
