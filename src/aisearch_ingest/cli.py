@@ -58,7 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--glob", default="**/*", help="files to take from directories (default: %(default)s)")
     ingest.add_argument("--offline", action="store_true", help="start the built-in emulator and use it (no key)")
     ingest.add_argument("--concurrency", type=int, default=10, help="files in flight per service")
-    ingest.add_argument("--qps", type=float, default=None, help="calls per second per service (default 10)")
+    ingest.add_argument(
+        "--qps",
+        type=float,
+        default=None,
+        help="ceiling in calls per second per service (default 10; the pace adapts to 429s; 0: no limit)",
+    )
     ingest.add_argument("--timeout", type=float, default=900.0, help="deadline per file in seconds")
     ingest.add_argument("--cache", metavar="PATH", default=None, help="SQLite result cache: files parsed "
                         "before with the same options cost no call; an interrupted run's tasks are resumed "
