@@ -194,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
 
+    shown = sys.argv[1:] if argv is None else argv
+    print("command: python tests/benchmarks/bench_rate_budget.py " + " ".join(shown))
+    print()
     print("| run | files | lost | lost to 429 | 429s | calls | max calls in 1 s | wall s | bound s | × bound |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:
