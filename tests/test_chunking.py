@@ -453,3 +453,46 @@ def test_without_numpy_the_counts_are_the_same() -> None:
         assert slow._counter._token_lengths() is None
         expected = [(c.text, c.tokens) for c in fast.chunk_text(text)]
         assert [(c.text, c.tokens) for c in slow.chunk_text(text)] == expected
+
+
+# --- fences nested in containers (list items, blockquotes) that are themselves too big
+
+
+def _nested_fence_docs() -> list[str]:
+    prose = "This step explains the configuration in much more detail than anyone needs. " * 30
+    code = [f"value_{i} = configure(option={i}, retries={i % 3})  # step {i}" for i in range(8)]
+
+    def fence(indent: str, marker: str = "```") -> str:
+        return "\n".join([f"{indent}{marker}python", *(indent + line for line in code), f"{indent}{marker}"])
+
+    return [
+        # a fence in a bullet item whose item exceeds the budget
+        f"# Setup\n\n- {prose}\n\n{fence('  ')}\n\n  {prose}\n- Short item.\n",
+        # nested lists: the fence belongs to the inner item
+        f"# Nested\n\n1. Outer item.\n   - {prose}\n\n{fence('     ')}\n\n     {prose}\n2. Next.\n",
+        # a blockquote holding prose and a fence
+        "# Quote\n\n" + "\n".join("> " + line for line in f"{prose}\n\n{fence('')}\n\n{prose}".split("\n")) + "\n",
+        # tildes, and a fence opened on the bullet line itself
+        f"# Tildes\n\n- {prose}\n\n{fence('  ', '~~~')}\n\n  {prose}\n",
+        "# Bullet line\n\n- ```python\n" + "\n".join("  " + line for line in code) + f"\n  ```\n\n  {prose}\n",
+    ]
+
+
+@pytest.mark.parametrize("doc", _nested_fence_docs(), ids=["bullet", "nested", "blockquote", "tildes", "opener"])
+def test_a_fitting_fence_inside_an_oversized_container_stays_whole(doc: str) -> None:
+    budget = 256
+    chunker = StructuredChunker(max_tokens=budget)
+    enc = get_encoding()
+    fences = [t.content for t in MarkdownIt("commonmark").parse(doc) if t.type == "fence"]
+    assert fences, "the document must hold a fence for the test to mean anything"
+    chunks = chunker.chunk_text(doc, "markdown")
+    assert len(chunks) >= 3  # the container really was too big and got split
+    assert all(c.tokens <= budget for c in chunks)
+    for content in fences:
+        assert len(enc.encode(content)) < budget
+        last_line = content.rstrip("\n").split("\n")[-1].strip()
+        first_line = content.split("\n")[0].strip()
+        holders = [c for c in chunks if first_line in c.text]
+        assert len(holders) == 1, [c.text[:80] for c in chunks]
+        assert last_line in holders[0].text  # first and last line of the fence in one chunk: not cut
+        assert holders[0].kind == "code" or holders[0].text.count("```") + holders[0].text.count("~~~") >= 2

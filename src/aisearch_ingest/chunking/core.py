@@ -593,15 +593,62 @@ def split_oversized(a: Atom, budget: int, counter: TokenCounter) -> list[Atom]:
     if lines and lines[0].n < 0:
         _count_tiles(a, lines, counter)
     count_atoms(lines, counter)
+    if kind != "heading":
+        # A code fence nested in a list item or a blockquote stays one atom: cut only if it alone does not fit.
+        lines = _merge_fences(lines, counter)
     out: list[Atom] = []
     for line in lines:
         if line.n <= budget or final_tokens(line, counter) <= budget:
             out.append(line)
             continue
+        if line.kind == "code" and line is not a and "\n" in line.text:
+            out.extend(_split_fence(line, budget, counter))
+            continue
         # The joins between pieces are inside a line: not additive, the packer re-counts such chunks.
         out.extend(_prose_atoms(line, budget, counter))
     count_atoms(out, counter)
     _fix_seps(out)
+    return out
+
+
+#: A fence opener inside a container: indentation, blockquote markers and an optional list marker, then the fence.
+_NESTED_FENCE = re.compile(r"^(?:[ \t]*>)*[ \t]*(?:(?:[-*+]|\d{1,9}[.)])[ \t]+)?(`{3,}|~{3,})")
+_FENCE_CLOSE = re.compile(r"^(?:[ \t]*>)*[ \t]*(`{3,}|~{3,})[ \t]*$")
+
+
+def _merge_fences(lines: list[Atom], counter: TokenCounter) -> list[Atom]:
+    """Join the line atoms of each fenced code block (opener through closer, or to the end when unclosed, as
+    CommonMark reads it) into one ``code`` atom; other lines are returned as they are."""
+    if not any("``" in line.text or "~~" in line.text for line in lines):
+        return lines
+    out: list[Atom] = []
+    merged: list[Atom] = []
+    i = 0
+    while i < len(lines):
+        m = _NESTED_FENCE.match(lines[i].text)
+        if m is None or (m.group(1)[0] == "`" and "`" in lines[i].text[m.end() :]):
+            out.append(lines[i])
+            i += 1
+            continue
+        fence = m.group(1)
+        j = i + 1
+        while j < len(lines):
+            c = _FENCE_CLOSE.match(lines[j].text)
+            if c is not None and c.group(1)[0] == fence[0] and len(c.group(1)) >= len(fence):
+                break
+            j += 1
+        run = lines[i : min(j, len(lines) - 1) + 1]
+        if len(run) == 1:
+            out.append(lines[i])
+            i += 1
+            continue
+        first, last = run[0], run[-1]
+        block = Atom("".join(x.text + x.sep for x in run[:-1]) + last.text, last.sep, "code", first.path, first.page)
+        block.safe = last.safe
+        out.append(block)
+        merged.append(block)
+        i += len(run)
+    count_atoms(merged, counter)
     return out
 
 
