@@ -244,3 +244,32 @@ def test_emulator_answers_processed_text_on_the_wire(emu: Emulator) -> None:
         older = client.post(path, json=body("qwen-vl-ocr")).json()["output"]["choices"][0]["message"]["content"][0]
     assert item["processed_text"] == item["text"]  # nothing repeated in this answer
     assert "processed_text" not in older
+
+
+def test_the_readme_model_table_follows_the_code() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in readme.splitlines() if re.match(r"\| `qwen[^|]*\| `(intl|cn)", line)]
+    seen: set[str] = set()
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        names = [n for n in re.findall(r"`([^`]+)`", cells[0]) if not n.startswith("-1")]
+        names = [n if n.startswith("qwen") else "qwen-vl-ocr" + n for n in names]
+        regions = set(re.findall(r"`(\w+)`", cells[1]))
+        patch = int(cells[2].split("×")[0])
+        numbers = [int(x.replace(",", "")) for x in re.findall(r"[\d,]{4,}", " ".join(cells[3:]))]
+        for name in names:
+            spec = qwen_models.MODELS[name]
+            seen.add(spec.name)
+            assert regions == set(spec.regions), name
+            assert patch == spec.patch, name
+            assert numbers == [
+                spec.min_pixels,
+                spec.default_max_pixels,
+                spec.max_pixels_limit,
+                spec.default_max_tokens,
+                spec.max_output,
+            ], name
+    assert seen == {spec.name for spec in qwen_models.MODELS.values()}
