@@ -133,7 +133,7 @@ def estimate_file(
     Example:
         >>> est = estimate_file("notebooks/data/annual_report.pdf")  # doctest: +SKIP
         >>> est.pages, est.calls, est.image_tokens  # doctest: +SKIP
-        (3, 3, 7470)
+        (3, 3, 6441)
     """
     spec = _model(model)
     hi = max_pixels or spec.default_max_pixels
