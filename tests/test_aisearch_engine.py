@@ -6,6 +6,7 @@ No part of our transport or engine is patched: every fault is injected by the em
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import signal
 import threading
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from aisearch_ingest import (
@@ -284,3 +286,40 @@ def test_an_unclosed_client_does_not_hang_interpreter_exit(tmp_path: Path) -> No
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "html"
+
+
+# --- ops-document-analyze-002: PDFs and images (CHANGES-2026.md §D) ------------------------------------------------
+
+
+@pytest.mark.parametrize("route", ["async", "sync"])
+def test_document_analyze_002_takes_images_and_pdfs(emu: Emulator, png: bytes, pdf: bytes, route: str) -> None:
+    with _doc(emu, service_id="ops-document-analyze-002", route=route) as analyzer:
+        image = analyzer.parse(png, file_name="scan.png")
+        document = analyzer.parse(pdf, file_name="report.pdf")
+    assert image.service_id == "ops-document-analyze-002" and image.file_type == "png"
+    assert image.content_type == "markdown" and "Hello" in image.content  # read by the emulator's OCR
+    assert image.page_num == 1 and image.usage["token_count"] > 0
+    assert document.content_type == "markdown" and document.page_num == 3
+
+
+def test_document_analyze_001_still_refuses_images(emu: Emulator, png: bytes) -> None:
+    with _doc(emu) as analyzer, pytest.raises(InvalidInputError) as info:
+        analyzer.parse(png, file_name="scan.png")
+    assert info.value.limit == "file_type"
+    # and the emulator refuses an image under -001 on the wire
+    body = {"document": {"content": base64.b64encode(png).decode(), "file_name": "scan.png"}}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for sid, status in (("ops-document-analyze-001", 400), ("ops-document-analyze-002", 200)):
+        r = httpx.post(
+            f"{emu.url}/v3/openapi/workspaces/default/document-analyze/{sid}/async", json=body, headers=headers
+        )
+        assert r.status_code == status, (sid, r.text)
+
+
+def test_document_types_are_the_pages_list_plus_known_extras() -> None:
+    from aisearch_ingest.sources import DOCUMENT_ANALYZE_002_TYPES, DOCUMENT_TYPES, IMAGE_TYPES
+
+    # the EN page (Aug 05, 2025): TXT, PDF, HTML, DOC, DOCX, PPT, PPTX
+    assert {"txt", "pdf", "html", "doc", "docx", "ppt", "pptx"} <= DOCUMENT_TYPES
+    assert DOCUMENT_TYPES - {"txt", "pdf", "html", "doc", "docx", "ppt", "pptx"} == {"htm", "md", "markdown"}
+    assert DOCUMENT_ANALYZE_002_TYPES == DOCUMENT_TYPES | IMAGE_TYPES

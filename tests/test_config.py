@@ -72,11 +72,20 @@ def test_bad_endpoint_scheme_is_a_configuration_error() -> None:
 
 
 def test_dashscope_regions_and_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DASHSCOPE_BASE_URL", raising=False)
     assert resolve_dashscope("k").base_url == "https://dashscope-intl.aliyuncs.com"
+    assert resolve_dashscope("k").region == "intl"
     assert resolve_dashscope("k", region="cn").base_url == "https://dashscope.aliyuncs.com"
+    # Virginia, qwen-ocr.2026-02.en.md: "change the base_url to https://dashscope-us.aliyuncs.com/api/v1"
+    us = resolve_dashscope("k", region="us")
+    assert (us.base_url, us.region) == ("https://dashscope-us.aliyuncs.com", "us")
+    # a base URL that is a region's host is that region; any other host is no region
+    assert resolve_dashscope("k", base_url="https://dashscope-us.aliyuncs.com/api/v1").region == "us"
+    assert resolve_dashscope("k", region="us", base_url="https://proxy.example").region is None
     monkeypatch.setenv("DASHSCOPE_BASE_URL", "http://127.0.0.1:1234/api/v1")
     assert resolve_dashscope("k").base_url == "http://127.0.0.1:1234"
-    with pytest.raises(ConfigurationError, match="region"):
+    assert resolve_dashscope("k").region is None
+    with pytest.raises(ConfigurationError, match="'us' \\(Virginia\\)"):
         resolve_dashscope("k", region="eu", base_url="")
 
 

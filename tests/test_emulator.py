@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from aisearch_ingest.emulator import Emulator, Faults, Latency
-from aisearch_ingest.protocol import qwen_tasks
+from aisearch_ingest.protocol import qwen_models, qwen_tasks
 
 KEY = "test-key-emulator"
 WS = "default"
@@ -520,7 +520,9 @@ def test_native_generation_body_and_usage(emu: Emulator, client: httpx.Client, p
     assert any("Hello" in w["text"] for w in words)
     assert all(len(w["location"]) == 8 and len(w["rotate_rect"]) == 5 for w in words)
     usage = body["usage"]
-    image_tokens = qwen_tasks.image_tokens(80, 360)
+    # qwen-vl-ocr-latest: 32x32 token pixels, min_pixels 3072 (qwen-ocr.2026-02.en.md l.274; API reference l.380)
+    image_tokens = qwen_models.spec_for("qwen-vl-ocr-latest").image_tokens(80, 360)
+    assert image_tokens == (64 * 352) // 1024 + 2 == 24  # round(80 / 32) = round(2.5) = 2 (half to even)
     assert usage["image_tokens"] == usage["input_tokens_details"]["image_tokens"] == image_tokens
     assert usage["input_tokens"] == image_tokens + usage["input_tokens_details"]["text_tokens"]
     assert usage["output_tokens"] == usage["output_tokens_details"]["text_tokens"] > 0
@@ -661,9 +663,22 @@ def test_native_parameter_errors(client: httpx.Client, png: bytes) -> None:
     for body in cases:
         r = client.post(GEN, json=body)
         assert r.status_code == 400 and r.json()["code"] == "InvalidParameter", (body, r.text)
+    # max_pixels ceilings per model: 30000x32x32 for the 32-px models, 30000x28x28 for the 28-px ones
     big = _qwen_body(image)
-    big["input"]["messages"][0]["content"][0]["max_pixels"] = qwen_tasks.MAX_PIXELS_UPPER_LIMIT + 1
+    big["input"]["messages"][0]["content"][0]["max_pixels"] = 30_720_000 + 1
     assert client.post(GEN, json=big).status_code == 400
+    big["input"]["messages"][0]["content"][0]["max_pixels"] = 30_720_000
+    assert client.post(GEN, json=big).status_code == 200
+    old = {**big, "model": "qwen-vl-ocr-2025-04-13"}
+    assert client.post(GEN, json=old).status_code == 400
+    old["input"]["messages"][0]["content"][0]["max_pixels"] = qwen_tasks.MAX_PIXELS_UPPER_LIMIT
+    assert client.post(GEN, json=old).status_code == 200
+    # max_tokens limits per model (API reference l.453-465)
+    for model, limit in (("qwen3.5-ocr", 32768), ("qwen-vl-ocr", 8192), ("qwen-vl-ocr-2025-08-28", 4096)):
+        over = {**_qwen_body(image, max_tokens=limit + 1), "model": model}
+        r = client.post(GEN, json=over)
+        assert r.status_code == 400 and f"[1, {limit}]" in r.json()["message"], (model, r.text)
+        assert client.post(GEN, json={**over, "parameters": {"max_tokens": limit}}).status_code == 200
 
 
 def test_upload_policy_and_oss_resolution(emu: Emulator, client: httpx.Client, png: bytes) -> None:
@@ -726,7 +741,9 @@ def test_compatible_non_stream_task_from_prompt(client: httpx.Client) -> None:
     assert lang == "json" and set(json.loads(inner)) == {"Invoice No"}
     usage = body["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
-    assert usage["prompt_tokens_details"]["image_tokens"] == qwen_tasks.image_tokens(80, 360)
+    assert usage["prompt_tokens_details"]["image_tokens"] == qwen_models.spec_for("qwen-vl-ocr-latest").image_tokens(
+        80, 360
+    )
     via_options = client.post(CHAT, json=_chat(image, ocr_options={"task": "advanced_recognition"})).json()
     assert qwen_tasks.unwrap_fence(via_options["choices"][0]["message"]["content"])[1] == "json"
 

@@ -135,7 +135,7 @@ def test_every_task_in_both_flavours(emu: Emulator, api: str, task: str | None) 
         )
         assert sent == expected_prompt
 
-    assert result.service == "qwen-ocr" and result.service_id == "qwen-vl-ocr-latest"
+    assert result.service == "qwen-ocr" and result.service_id == "qwen-vl-ocr"
     assert result.ocr_task == (task or "custom")
     assert result.content_type == (TASKS[task].content_type if task else "plain")
     assert result.page_num == 1 and [p.number for p in result.pages] == [1]
@@ -387,8 +387,15 @@ def test_invalid_options_fail_at_construction(emu: Emulator) -> None:
         make(emu, task="key_information_extraction", result_schema={"a": {"b": {"c": {"d": ""}}}})
     with pytest.raises(ValueError, match="enable_rotate"):
         make(emu, api="openai", enable_rotate=True)
-    with pytest.raises(ValueError, match="max_pixels"):
-        make(emu, max_pixels=30_000_000)
+    with pytest.raises(ValueError, match="max_pixels can be at most 30,720,000 for qwen-vl-ocr"):
+        make(emu, max_pixels=30_720_001)
+    assert make(emu, max_pixels=30_720_000).request.max_pixels == 30_720_000  # 30000x32x32
+    with pytest.raises(ValueError, match="max_pixels can be at most 23,520,000 for qwen-vl-ocr-2025-04-13"):
+        make(emu, model="qwen-vl-ocr-2025-04-13", max_pixels=30_000_000)
+    with pytest.raises(ValueError, match="min_pixels must be at least 3,072 for qwen-vl-ocr"):
+        make(emu, min_pixels=3071)
+    with pytest.raises(ValueError, match="min_pixels must be at least 3,136 for qwen-vl-ocr-2025-08-28"):
+        make(emu, model="qwen-vl-ocr-2025-08-28", min_pixels=3072)
     with pytest.raises(ValueError, match="unknown Qwen-OCR task"):
         make(emu, task="handwriting")
     with pytest.raises(ValueError, match="custom prompt"):
@@ -584,7 +591,7 @@ def test_configuration_from_arguments_and_environment(monkeypatch: pytest.Monkey
     assert ocr.settings.api_key.get_secret_value() == "env-key-123"
     assert ocr.settings.base_url == "https://example.test"
     assert "env-key-123" not in repr(ocr)
-    assert ocr.model == "qwen-vl-ocr-latest" and ocr.api == "native" and ocr.ocr_task == "text_recognition"
+    assert ocr.model == "qwen-vl-ocr" and ocr.api == "native" and ocr.ocr_task == "text_recognition"
 
 
 async def test_blocking_parse_inside_a_running_event_loop(emu: Emulator) -> None:

@@ -20,8 +20,10 @@ from aisearch_ingest.pages import (
     pixel_limit,
     render_scale,
 )
-from aisearch_ingest.protocol.qwen_tasks import DEFAULT_MAX_PIXELS
+from aisearch_ingest.protocol.qwen_models import spec_for
 from aisearch_ingest.sources import load_source
+
+DEFAULT_MAX_PIXELS = 8192 * 32 * 32  # the default model qwen-vl-ocr's default max_pixels (API reference l.404)
 
 
 def pdf_bytes(pages: list[str], *, size: tuple[float, float] | None = None) -> bytes:
@@ -72,6 +74,7 @@ def test_pdf_pages_render_at_dpi_in_order() -> None:
 
 def test_dpi_is_capped_so_a_page_stays_within_max_pixels() -> None:
     source = load_source(pdf_bytes(["big"]), file_name="a.pdf")
+    assert spec_for("qwen-vl-ocr").default_max_pixels == DEFAULT_MAX_PIXELS
     with open_pages(source, dpi=600) as doc:  # 4961 x 7016 = 34.8 M pixels uncapped
         (layout,) = doc.layouts
         assert layout.width * layout.height <= DEFAULT_MAX_PIXELS
@@ -168,6 +171,13 @@ def test_check_image_limits() -> None:
     assert check_image(load_source(image_bytes((4000, 4000)), file_name="p.png"), max_pixels=20_000_000)
     assert pixel_limit(None) == 15_680_000
     assert pixel_limit(30_000_000) == 23_520_000
+    # the 32-px models' ceiling is 30000x32x32 (API reference l.404)
+    assert pixel_limit(30_000_000, pixel_upper=30_720_000) == 30_000_000
+    assert pixel_limit(40_000_000, pixel_upper=30_720_000) == 30_720_000
+    big = load_source(image_bytes((5000, 5000)), file_name="p.png")  # 25 M pixels
+    with pytest.raises(InvalidInputError):
+        check_image(big, max_pixels=23_520_000)
+    assert check_image(big, max_pixels=25_000_000, pixel_upper=30_720_000)
 
 
 def test_check_image_url_by_extension() -> None:

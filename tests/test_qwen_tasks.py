@@ -95,6 +95,42 @@ def test_smart_resize_matches_page_code(h: int, w: int, lo: int, hi: int) -> Non
     assert image_tokens(h, w, min_pixels=lo, max_pixels=hi) == max(got[0] * got[1] // 784, 4) + 2
 
 
+def _page_smart_resize_32(height: int, width: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """The Feb 2026 page's sample (qwen-ocr.2026-02.en.md l.296-310), line for line: factor 32."""
+    h_bar = round(height / 32) * 32
+    w_bar = round(width / 32) * 32
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = math.floor(height / beta / 32) * 32
+        w_bar = math.floor(width / beta / 32) * 32
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / 32) * 32
+        w_bar = math.ceil(width * beta / 32) * 32
+    return h_bar, w_bar
+
+
+@given(
+    h=st.integers(min_value=1, max_value=20000),
+    w=st.integers(min_value=1, max_value=20000),
+    lo=st.sampled_from([3072, 401408]),
+    hi=st.sampled_from([8388608, 15_680_000, 30_720_000, 32 * 32 * 1280]),
+)
+def test_smart_resize_factor_32_matches_the_feb_2026_code(h: int, w: int, lo: int, hi: int) -> None:
+    got = smart_resize(h, w, min_pixels=lo, max_pixels=hi, factor=32)
+    assert got == _page_smart_resize_32(h, w, lo, hi)
+    assert got[0] % 32 == 0 and got[1] % 32 == 0
+    # no four-block floor at 32 px: the Feb 2026 code prints int(h_bar * w_bar / (32 * 32)) + 2
+    assert image_tokens(h, w, min_pixels=lo, max_pixels=hi, factor=32, min_blocks=0) == got[0] * got[1] // 1024 + 2
+
+
+def test_train_ticket_at_both_factors() -> None:
+    # qwen-ocr.en.txt l.545 (28 px) and the API reference l.763 (qwen3.5-ocr, 32 px): the same 689x487 ticket
+    assert smart_resize(487, 689, min_pixels=3072, max_pixels=8388608, factor=32) == (480, 704)
+    assert image_tokens(487, 689, min_pixels=3072, max_pixels=8388608, factor=32, min_blocks=0) == 332
+    assert image_tokens(487, 689) == 427
+
+
 def test_defaults_are_the_documented_sample_values() -> None:
     assert DEFAULT_MIN_PIXELS == 3136 == 28 * 28 * 4
     assert DEFAULT_MAX_PIXELS == 6422528 == 8192 * 28 * 28

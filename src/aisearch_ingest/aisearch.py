@@ -1,4 +1,4 @@
-"""AI Search Open Platform clients: :class:`DocumentAnalyzer` (``ops-document-analyze-001``) and
+"""AI Search Open Platform clients: :class:`DocumentAnalyzer` (``ops-document-analyze-001`` / ``-002``) and
 :class:`ImageAnalyzer` (``ops-image-analyze-vlm-001`` / ``ops-image-analyze-ocr-001``).
 
 Both speak the async-task flow (create → task-status) and the ``/sync`` call. ``route="auto"`` picks the route that
@@ -30,6 +30,7 @@ from .protocol import opensearch as proto
 from .ratelimit import RateLimiter, limiters_for
 from .results import ParseResult
 from .sources import (
+    DOCUMENT_ANALYZE_002_TYPES,
     DOCUMENT_TYPES,
     IMAGE_TYPES,
     Source,
@@ -313,16 +314,18 @@ def _task_gone(exc: BaseException) -> bool:
 
 
 class DocumentAnalyzer(_AISearchService):
-    """Parse PDFs, Office files, HTML, Markdown and text with AI Search ``ops-document-analyze-001``.
+    """Parse PDFs, Office files, HTML, Markdown and text with AI Search ``ops-document-analyze-001``, and images too
+    with ``ops-document-analyze-002``.
 
     PDFs come back as markdown, other types as HTML; ``pages`` holds per-page content when the service returns
-    ``data.pages``.
+    ``data.pages``. ``-002`` ("PDFs and images; complex tables, formulas and charts", CHANGES-2026.md §D) also takes
+    the image types of :data:`~aisearch_ingest.sources.IMAGE_TYPES`.
 
     Args:
         api_key: else ``AISEARCH_API_KEY``.
         endpoint: host or URL, else ``AISEARCH_ENDPOINT`` (a bare host means HTTPS).
         workspace: else ``AISEARCH_WORKSPACE``, else ``default``.
-        service_id: ``ops-document-analyze-001`` (default) or ``-002``.
+        service_id: ``ops-document-analyze-001`` (default) or ``ops-document-analyze-002`` (takes images too).
         route: ``auto``/``async`` (create + poll) or ``sync`` (one call; only for small files).
         image_storage: ``base64`` (default on the service) or ``url`` (links valid 3 days).
         enable_semantic: the service's semantic strategy (``strategy.enable_semantic``).
@@ -363,6 +366,8 @@ class DocumentAnalyzer(_AISearchService):
         if image_storage not in (None, "base64", "url"):
             raise ValueError("image_storage must be 'base64' or 'url'")
         super().__init__(**kwargs)
+        if self.service_id == "ops-document-analyze-002":
+            self.allowed_types = DOCUMENT_ANALYZE_002_TYPES
         self.image_storage = image_storage
         self.enable_semantic = enable_semantic
 

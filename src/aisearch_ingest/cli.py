@@ -75,8 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     estimate.add_argument("paths", nargs="+", metavar="PATH")
     estimate.add_argument("--glob", default="**/*")
     estimate.add_argument("--dpi", type=float, default=150.0, help="PDF rendering resolution for Qwen-OCR")
-    estimate.add_argument("--min-pixels", type=int, default=None)
-    estimate.add_argument("--max-pixels", type=int, default=None)
+    estimate.add_argument("--model", default="qwen-vl-ocr", help="Qwen-OCR model: token pixels (32x32 or 28x28) "
+                          "and pixel defaults (default: %(default)s)")  # fmt: skip
+    estimate.add_argument("--min-pixels", type=int, default=None, help="default: the model's")
+    estimate.add_argument("--max-pixels", type=int, default=None, help="default: the model's")
 
     emulator = sub.add_parser("emulator", help="run the local emulator of all three services", add_help=False)
     emulator.add_argument("rest", nargs=argparse.REMAINDER)
@@ -349,7 +351,9 @@ def _estimate(args: argparse.Namespace) -> int:
         pages, qwen_calls, tokens = "?", "-", "-"
         if service.startswith("image") or source.file_type in ("pdf", "tiff"):
             try:
-                est = estimate_file(source, dpi=args.dpi, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+                est = estimate_file(
+                    source, dpi=args.dpi, model=args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels
+                )
             except AISearchIngestError as exc:
                 qwen_calls, tokens = "error", str(exc)
             else:

@@ -4,8 +4,8 @@ AI Search Open Platform: ``AISEARCH_API_KEY``, ``AISEARCH_ENDPOINT`` (a host suc
 ``xxx-hangzhou.opensearch.aliyuncs.com`` or a URL; a bare host means HTTPS),
 ``AISEARCH_WORKSPACE`` (default ``default``).
 
-Model Studio (Qwen-OCR): ``DASHSCOPE_API_KEY``; ``region="intl"`` (Singapore, default) or ``"cn"`` (Beijing), or
-``DASHSCOPE_BASE_URL`` (scheme and host only; the API paths are appended).
+Model Studio (Qwen-OCR): ``DASHSCOPE_API_KEY``; ``region="intl"`` (Singapore, default), ``"us"`` (Virginia) or
+``"cn"`` (Beijing), or ``DASHSCOPE_BASE_URL`` (scheme and host only; the API paths are appended).
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ __all__ = ["AISearchSettings", "DashScopeSettings", "SecretStr", "resolve_aisear
 
 logger = logging.getLogger("aisearch_ingest")
 
+#: Model Studio hosts per region (``qwen-ocr.2026-02.en.md`` code comments and the EN API reference's endpoint table:
+#: Singapore ``dashscope-intl``, US (Virginia) ``dashscope-us``, Beijing ``dashscope``).
 DASHSCOPE_REGIONS = {
     "intl": "https://dashscope-intl.aliyuncs.com",
+    "us": "https://dashscope-us.aliyuncs.com",
     "cn": "https://dashscope.aliyuncs.com",
 }
 
@@ -128,9 +131,12 @@ class DashScopeSettings:
     api_key: SecretStr
     base_url: str
     workspace: str | None = None
+    #: the region whose host ``base_url`` is (chosen by ``region=``, or a base URL equal to a region's host); None
+    #: for any other host (the emulator, a proxy, a workspace domain).
+    region: str | None = None
 
     def __repr__(self) -> str:
-        return f"DashScopeSettings(base_url={self.base_url!r}, api_key=**********)"
+        return f"DashScopeSettings(base_url={self.base_url!r}, region={self.region!r}, api_key=**********)"
 
 
 def resolve_aisearch(
@@ -169,12 +175,12 @@ def resolve_aisearch(
 def resolve_dashscope(
     api_key: str | SecretStr | None = None,
     *,
-    region: Literal["intl", "cn"] | str | None = None,
+    region: Literal["intl", "us", "cn"] | str | None = None,
     base_url: str | None = None,
     workspace: str | None = None,
 ) -> DashScopeSettings:
     """Resolve DashScope settings: ``api_key`` else ``DASHSCOPE_API_KEY``; ``base_url`` else ``DASHSCOPE_BASE_URL``
-    else the ``region`` host (``intl`` = Singapore, the default; ``cn`` = Beijing).
+    else the ``region`` host (``intl`` = Singapore, the default; ``us`` = Virginia; ``cn`` = Beijing).
 
     Raises:
         ConfigurationError: no key, an unknown region, or a malformed base URL.
@@ -183,8 +189,8 @@ def resolve_dashscope(
     if key is None:
         raise ConfigurationError(
             "Model Studio (Qwen-OCR) is not configured: missing the API key (argument `api_key=` or environment "
-            "variable DASHSCOPE_API_KEY; keys of the Singapore region go with region='intl', Beijing keys with "
-            "region='cn'). " + _EMULATOR_HINT
+            "variable DASHSCOPE_API_KEY; keys of the Singapore region go with region='intl', Virginia keys with "
+            "region='us', Beijing keys with region='cn'). " + _EMULATOR_HINT
         )
     url = base_url if base_url is not None else os.environ.get("DASHSCOPE_BASE_URL")
     if url:
@@ -192,10 +198,13 @@ def resolve_dashscope(
         path = urlsplit(base).path
         if path.endswith(("/api/v1", "/compatible-mode/v1")):
             base = base[: -len("/api/v1")] if path.endswith("/api/v1") else base[: -len("/compatible-mode/v1")]
+        reg: str | None = next((code for code, host in DASHSCOPE_REGIONS.items() if host == base.lower()), None)
     else:
         reg = region or "intl"
         if reg not in DASHSCOPE_REGIONS:
-            raise ConfigurationError(f"region must be 'intl' (Singapore) or 'cn' (Beijing), got {reg!r}.")
+            raise ConfigurationError(
+                f"region must be 'intl' (Singapore), 'us' (Virginia) or 'cn' (Beijing), got {reg!r}."
+            )
         base = DASHSCOPE_REGIONS[reg]
     warn_if_plain_http(base, what="DashScope base URL")
-    return DashScopeSettings(api_key=key, base_url=base, workspace=workspace)
+    return DashScopeSettings(api_key=key, base_url=base, workspace=workspace, region=reg)

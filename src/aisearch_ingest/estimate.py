@@ -1,9 +1,11 @@
 """Qwen-OCR cost before spending: the documented image-token estimate for images, PDFs and multi-page TIFFs.
 
-The vendor page gives the rule ("Sample code for estimating image tokens"): the image is resized by ``smart_resize``
-(sides rounded to multiples of 28, then scaled into ``[min_pixels, max_pixels]``), and costs
-``(h' × w') / (28 × 28) + 2`` tokens, at least four 28×28 blocks. Multi-page files are estimated page by page on the
-page images this package would send (same DPI and ``max_pixels`` cap as :mod:`aisearch_ingest.pages`).
+The vendor pages give the rule ("Sample code for estimating image tokens"): the image is resized by ``smart_resize``
+(sides rounded to multiples of the model's token side, then scaled into ``[min_pixels, max_pixels]``), and costs
+``(h' × w') / token_pixels + 2`` tokens. ``token_pixels`` is 32×32 for ``qwen-vl-ocr``, ``qwen-vl-ocr-2025-11-20``,
+``qwen-vl-ocr-latest`` and ``qwen3.5-ocr``, 28×28 (at least four blocks) for the older snapshots, and the pixel
+defaults differ with it (:mod:`aisearch_ingest.protocol.qwen_models`). Multi-page files are estimated page by page on
+the page images this package would send (same DPI and ``max_pixels`` cap as :mod:`aisearch_ingest.pages`).
 
 This is a budget figure: the text prompt and the output tokens come on top, and the service's ``usage`` is what is
 billed (every :class:`~aisearch_ingest.results.ParseResult` carries it).
@@ -17,7 +19,7 @@ from typing import Union
 
 from .errors import InvalidInputError
 from .pages import DEFAULT_DPI, image_size, is_multipage, open_pages
-from .protocol.qwen_tasks import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, image_tokens
+from .protocol.qwen_models import DEFAULT_MODEL, QwenModel, spec_for
 from .sources import Source, SourceLike, load_source
 
 __all__ = ["FileEstimate", "estimate_file", "estimate_image_tokens"]
@@ -48,39 +50,45 @@ class FileEstimate:
     image_tokens: int
 
 
-def _bounds(min_pixels: int | None, max_pixels: int | None) -> tuple[int, int]:
-    return min_pixels or DEFAULT_MIN_PIXELS, max_pixels or DEFAULT_MAX_PIXELS
+def _model(model: str | QwenModel) -> QwenModel:
+    return model if isinstance(model, QwenModel) else spec_for(model)
 
 
 def estimate_image_tokens(
-    source_or_size: SizeOrSource, *, min_pixels: int | None = None, max_pixels: int | None = None
+    source_or_size: SizeOrSource,
+    *,
+    model: str | QwenModel = DEFAULT_MODEL,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> int:
-    """Image tokens Qwen-OCR will bill for one image, by the documented ``smart_resize`` rule.
+    """Image tokens Qwen-OCR will bill for one image, by the documented ``smart_resize`` rule of the model.
 
     Args:
         source_or_size: ``(width, height)`` in pixels (the order of ``PIL.Image.size``), or an image as a path,
             bytes, ``data:`` URI or :class:`~aisearch_ingest.sources.Source`.
-        min_pixels: the request's ``min_pixels`` (default 3,136 = 28·28·4, as in the vendor samples).
-        max_pixels: the request's ``max_pixels`` (default 6,422,528 = 28·28·8192).
+        model: the model (``qwen-vl-ocr`` by default); it decides the token pixels and the pixel defaults. A model
+            the table does not list is estimated like the current (32-px) models.
+        min_pixels: the request's ``min_pixels`` (default: the model's, 3,072 = 32·32·3 or 3,136 = 28·28·4).
+        max_pixels: the request's ``max_pixels`` (default: the model's, 8,388,608 = 32·32·8192 or 6,422,528).
 
     Returns:
-        ``max((h'·w') / 784, 4) + 2``.
+        ``(h'·w') / token_pixels + 2`` (at least 4 blocks for the 28-px models).
 
     Raises:
         InvalidInputError: the image cannot be read, or is a multi-page file or a URL (use :func:`estimate_file`).
 
     Example:
-        >>> estimate_image_tokens((689, 487))  # the vendor page's train ticket: usage.image_tokens 427
+        >>> estimate_image_tokens((689, 487))  # the train ticket: qwen3.5-ocr's usage.image_tokens 332 (32-px)
+        332
+        >>> estimate_image_tokens((689, 487), model="qwen-vl-ocr-2025-04-13")  # the Nov 2025 page's 427 (28-px)
         427
-        >>> estimate_image_tokens((1500, 1734), min_pixels=401408)
-        3350
     """
-    lo, hi = _bounds(min_pixels, max_pixels)
+    spec = _model(model)
     if isinstance(source_or_size, Sequence) and not isinstance(source_or_size, (str, bytes, bytearray)):
         if len(source_or_size) != 2:
             raise ValueError("a size is (width, height)")
         width, height = (int(v) for v in source_or_size)
-        return image_tokens(height, width, min_pixels=lo, max_pixels=hi)
+        return spec.image_tokens(height, width, min_pixels=min_pixels, max_pixels=max_pixels)
     source = load_source(bytes(source_or_size) if isinstance(source_or_size, bytearray) else source_or_size)
     if source.url is not None:
         raise InvalidInputError(
@@ -96,13 +104,14 @@ def estimate_image_tokens(
         raise InvalidInputError(
             f"{source.origin}: cannot read the image size", source=source.origin, limit="unreadable"
         )
-    return image_tokens(size[1], size[0], min_pixels=lo, max_pixels=hi)
+    return spec.image_tokens(size[1], size[0], min_pixels=min_pixels, max_pixels=max_pixels)
 
 
 def estimate_file(
     path_or_source: SourceLike,
     *,
     dpi: float = DEFAULT_DPI,
+    model: str | QwenModel = DEFAULT_MODEL,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
 ) -> FileEstimate:
@@ -114,8 +123,9 @@ def estimate_file(
     Args:
         path_or_source: a path, bytes, ``data:`` URI or :class:`~aisearch_ingest.sources.Source`.
         dpi: PDF rendering resolution.
-        min_pixels: the request's ``min_pixels``.
-        max_pixels: the request's ``max_pixels``.
+        model: the model (``qwen-vl-ocr`` by default): token pixels and pixel defaults.
+        min_pixels: the request's ``min_pixels`` (default: the model's).
+        max_pixels: the request's ``max_pixels`` (default: the model's).
 
     Raises:
         InvalidInputError: unreadable file, or a URL (its size is not known locally).
@@ -123,9 +133,10 @@ def estimate_file(
     Example:
         >>> est = estimate_file("notebooks/data/annual_report.pdf")  # doctest: +SKIP
         >>> est.pages, est.calls, est.image_tokens  # doctest: +SKIP
-        (3, 3, 7470)
+        (3, 3, 6441)
     """
-    lo, hi = _bounds(min_pixels, max_pixels)
+    spec = _model(model)
+    hi = max_pixels or spec.default_max_pixels
     source: Source = load_source(path_or_source)
     if source.url is not None:
         raise InvalidInputError(
@@ -134,7 +145,7 @@ def estimate_file(
             limit="url",
         )
     if is_multipage(source):
-        with open_pages(source, dpi=dpi, max_pixels=hi) as doc:
+        with open_pages(source, dpi=dpi, max_pixels=hi, pixel_upper=spec.max_pixels_limit) as doc:
             sizes = tuple((layout.width, layout.height) for layout in doc.layouts)
     else:
         assert source.data is not None
@@ -144,7 +155,7 @@ def estimate_file(
                 f"{source.origin}: cannot read the image size", source=source.origin, limit="unreadable"
             )
         sizes = (size,)
-    tokens = tuple(image_tokens(h, w, min_pixels=lo, max_pixels=hi) for w, h in sizes)
+    tokens = tuple(spec.image_tokens(h, w, min_pixels=min_pixels, max_pixels=hi) for w, h in sizes)
     return FileEstimate(
         source=source.origin,
         file_type=source.file_type,

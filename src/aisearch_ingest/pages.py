@@ -14,7 +14,9 @@ process-wide lock.
 
 Image limits ("Limits > Image limits"): at most 10 MB (for base64 input: the encoded string), width and height greater
 than 10 px, aspect ratio at most 200:1, formats BMP, JPEG, PNG, TIFF, WEBP and HEIC, and at most 15.68 million pixels
-by default -- ``max_pixels`` may raise that to 23.52 million.
+by default -- ``max_pixels`` may raise that to the model's largest ``max_pixels``: 23.52 million for the 28-px
+models, 30.72 million for the 32-px ones (API reference l.404; ``pixel_upper`` below, from
+:attr:`~aisearch_ingest.protocol.qwen_models.QwenModel.max_pixels_limit`).
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInputError
+from .protocol.qwen_models import DEFAULT_MODEL, spec_for
 from .protocol.qwen_tasks import (
-    DEFAULT_MAX_PIXELS,
     MAX_ASPECT_RATIO,
     MAX_PIXELS_DEFAULT_LIMIT,
     MAX_PIXELS_UPPER_LIMIT,
@@ -74,9 +76,10 @@ def encoded_size(n_bytes: int, mime_type: str) -> int:
     return len(f"data:{mime_type};base64,") + 4 * math.ceil(n_bytes / 3)
 
 
-def pixel_limit(max_pixels: int | None) -> int:
-    """The most pixels an input image may have: 15.68 M by default, raised by a larger ``max_pixels`` up to 23.52 M."""
-    return min(max(MAX_PIXELS_DEFAULT_LIMIT, max_pixels or 0), MAX_PIXELS_UPPER_LIMIT)
+def pixel_limit(max_pixels: int | None, *, pixel_upper: int = MAX_PIXELS_UPPER_LIMIT) -> int:
+    """The most pixels an input image may have: 15.68 M by default, raised by a larger ``max_pixels`` up to
+    ``pixel_upper`` (the model's largest ``max_pixels``: 23.52 M for the 28-px models, 30.72 M for the 32-px ones)."""
+    return min(max(MAX_PIXELS_DEFAULT_LIMIT, max_pixels or 0), pixel_upper)
 
 
 @functools.cache
@@ -123,7 +126,14 @@ def is_multipage(source: Source) -> bool:
     return source.file_type == "tiff" and _frame_count(source.data) > 1
 
 
-def check_dimensions(width: int, height: int, *, where: str, max_pixels: int | None = None) -> None:
+def check_dimensions(
+    width: int,
+    height: int,
+    *,
+    where: str,
+    max_pixels: int | None = None,
+    pixel_upper: int = MAX_PIXELS_UPPER_LIMIT,
+) -> None:
     """Check sides, aspect ratio and pixel count against the documented limits.
 
     Args:
@@ -131,6 +141,7 @@ def check_dimensions(width: int, height: int, *, where: str, max_pixels: int | N
         height: pixels.
         where: the file (and page) to name in the message.
         max_pixels: the request's ``max_pixels`` (raises the pixel limit when above 15.68 M).
+        pixel_upper: the model's largest ``max_pixels``.
 
     Raises:
         InvalidInputError: with ``limit`` ``min_side``, ``aspect_ratio`` or ``max_pixels``.
@@ -153,11 +164,11 @@ def check_dimensions(width: int, height: int, *, where: str, max_pixels: int | N
             value=ratio,
             maximum=MAX_ASPECT_RATIO,
         )
-    limit = pixel_limit(max_pixels)
+    limit = pixel_limit(max_pixels, pixel_upper=pixel_upper)
     if width * height > limit:
         hint = (
-            f"raise max_pixels (up to {MAX_PIXELS_UPPER_LIMIT:,}) or scale the image down"
-            if limit < MAX_PIXELS_UPPER_LIMIT
+            f"raise max_pixels (up to {pixel_upper:,}) or scale the image down"
+            if limit < pixel_upper
             else "scale the image down"
         )
         raise InvalidInputError(
@@ -170,7 +181,9 @@ def check_dimensions(width: int, height: int, *, where: str, max_pixels: int | N
         )
 
 
-def check_image(source: Source, *, max_pixels: int | None = None) -> tuple[int, int] | None:
+def check_image(
+    source: Source, *, max_pixels: int | None = None, pixel_upper: int = MAX_PIXELS_UPPER_LIMIT
+) -> tuple[int, int] | None:
     """Check one single-image source against every documented limit before sending.
 
     URL sources can only be checked by their extension. A HEIC image that Pillow cannot read is checked for size and
@@ -231,7 +244,7 @@ def check_image(source: Source, *, max_pixels: int | None = None) -> tuple[int, 
         raise InvalidInputError(
             f"{where}: the {source.file_type} image cannot be decoded", source=where, limit="unreadable"
         )
-    check_dimensions(size[0], size[1], where=where, max_pixels=max_pixels)
+    check_dimensions(size[0], size[1], where=where, max_pixels=max_pixels, pixel_upper=pixel_upper)
     return size
 
 
@@ -278,7 +291,9 @@ class PageDocument:
     (run them in a worker thread from async code); they are safe to call from several threads.
     """
 
-    def __init__(self, source: Source, *, dpi: float, max_pixels: int) -> None:
+    def __init__(
+        self, source: Source, *, dpi: float, max_pixels: int, pixel_upper: int = MAX_PIXELS_UPPER_LIMIT
+    ) -> None:
         if source.data is None:
             raise ValueError("a multi-page source must have bytes")
         if dpi <= 0:
@@ -286,6 +301,7 @@ class PageDocument:
         self.source = source
         self.dpi = dpi
         self.max_pixels = max_pixels
+        self.pixel_upper = pixel_upper
         self._pdf: Any = None
         self._tiff: Any = None
         self._lock = threading.Lock()
@@ -361,7 +377,11 @@ class PageDocument:
             raise InvalidInputError(f"{where} has no pages", source=where, limit="empty", value=0)
         for layout in self.layouts:
             check_dimensions(
-                layout.width, layout.height, where=f"{where} page {layout.number}", max_pixels=self.max_pixels
+                layout.width,
+                layout.height,
+                where=f"{where} page {layout.number}",
+                max_pixels=self.max_pixels,
+                pixel_upper=self.pixel_upper,
             )
 
     def render(self, number: int) -> Source:
@@ -467,13 +487,21 @@ class PageDocument:
             pass
 
 
-def open_pages(source: Source, *, dpi: float = DEFAULT_DPI, max_pixels: int | None = None) -> PageDocument:
+def open_pages(
+    source: Source,
+    *,
+    dpi: float = DEFAULT_DPI,
+    max_pixels: int | None = None,
+    pixel_upper: int = MAX_PIXELS_UPPER_LIMIT,
+) -> PageDocument:
     """Open a PDF or multi-page TIFF for page-by-page rendering.
 
     Args:
         source: a PDF or TIFF source with bytes.
         dpi: PDF rendering resolution (lowered per page when the page would exceed ``max_pixels``).
-        max_pixels: the most pixels a page image may have (default: Qwen-OCR's default ``max_pixels``, 6,422,528).
+        max_pixels: the most pixels a page image may have (default: the default model's ``max_pixels``,
+            8,388,608 for ``qwen-vl-ocr``).
+        pixel_upper: the model's largest ``max_pixels`` (the page check's ceiling).
 
     Raises:
         InvalidInputError: the file cannot be opened.
@@ -483,4 +511,9 @@ def open_pages(source: Source, *, dpi: float = DEFAULT_DPI, max_pixels: int | No
         >>> with open_pages(load_source("notebooks/data/annual_report.pdf")) as doc:  # doctest: +SKIP
         ...     first = doc.render(1)
     """
-    return PageDocument(source, dpi=dpi, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+    return PageDocument(
+        source,
+        dpi=dpi,
+        max_pixels=max_pixels or spec_for(DEFAULT_MODEL).default_max_pixels,
+        pixel_upper=pixel_upper,
+    )

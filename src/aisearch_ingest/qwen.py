@@ -21,10 +21,10 @@ import httpx
 from .cache import ResultCache, endpoint_host
 from .config import DashScopeSettings, SecretStr, resolve_dashscope
 from .engine import ParserEngine
-from .errors import AISearchIngestError, APIConnectionError, StreamError
+from .errors import AISearchIngestError, APIConnectionError, ConfigurationError, StreamError
 from .pages import DEFAULT_DPI, PageDocument, check_image, is_multipage, open_pages
 from .protocol import dashscope as proto
-from .protocol.qwen_tasks import DEFAULT_MAX_PIXELS, MAX_PIXELS_UPPER_LIMIT
+from .protocol import qwen_models
 from .ratelimit import RateLimiter, limiters_for
 from .results import Page, ParseResult
 from .sources import Source, SourceLike, load_source
@@ -103,16 +103,23 @@ class QwenOCR(ParserEngine):
     * ``kv_result`` (``key_information_extraction``): a dict. For a multi-page file the pages' objects are merged:
       per key the first non-empty value in page order wins and lists are concatenated
       (:func:`~aisearch_ingest.protocol.dashscope.merge_kv_results`); each page keeps its own in ``Page.extra``.
+    * ``processed_text``: the service's post-processed text (repeated fragments removed) where it sends one
+      (``qwen3.5-ocr``, native API); for a multi-page file the pages' joined by a blank line. ``content`` stays the
+      model's own text.
 
     Every limit of the vendor page is checked before anything is sent (:class:`InvalidInputError` naming the file and
     the limit). A stream that breaks off is a :class:`StreamError` carrying the partial text, never a short result.
 
     Args:
         api_key: else ``DASHSCOPE_API_KEY``.
-        region: ``intl`` (Singapore, the default) or ``cn`` (Beijing); keys are region-specific.
+        region: ``intl`` (Singapore, the default), ``us`` (Virginia) or ``cn`` (Beijing); keys are region-specific.
+            When the region decides the host, a model its table does not list is refused
+            (:mod:`~aisearch_ingest.protocol.qwen_models`).
         base_url: scheme and host (``https://dashscope-intl.aliyuncs.com``), else ``DASHSCOPE_BASE_URL``, else the
-            region's host. The API paths are appended.
-        model: ``qwen-vl-ocr-latest`` (default), ``qwen-vl-ocr`` or a dated snapshot.
+            region's host. The API paths are appended. Another host than a region's (the emulator, a proxy) skips the
+            region check.
+        model: ``qwen-vl-ocr`` (default; listed in every region), ``qwen3.5-ocr``, ``qwen-vl-ocr-latest`` or a dated
+            snapshot. A model the table does not know is sent as given, with the current models' (32-px) defaults.
         api: ``native`` (DashScope ``multimodal-generation``, all features) or ``openai`` (the OpenAI-compatible
             chat completions: the task's documented prompt is sent as text and the answer parsed the same way;
             ``enable_rotate`` is not available).
@@ -122,11 +129,15 @@ class QwenOCR(ParserEngine):
         result_schema: the fields for ``key_information_extraction`` (at most 3 nested levels, checked here);
             None for full-field extraction.
         prompt: a custom prompt (``ocr_task="custom"``). Giving one with the default task switches to custom; with
-            another task it is an error (built-in tasks use their fixed prompts).
-        min_pixels: images below are scaled up by the service (default 3,136).
-        max_pixels: images above are scaled down by the service (default 6,422,528; at most 23,520,000).
+            another task it goes with the task on ``qwen3.5-ocr`` and later (native only; the task's result comes
+            from ``ocr_result``), and is an error on older models (built-in tasks use their fixed prompts).
+        min_pixels: images below are scaled up by the service (the model's default and minimum: 3,072 for the
+            32-px models, 3,136 for the 28-px snapshots).
+        max_pixels: images above are scaled down by the service (default 8,388,608, at most 30,720,000 for the 32-px
+            models; default 6,422,528, at most 23,520,000 for the 28-px snapshots).
         enable_rotate: automatic rotation correction (native only).
-        max_tokens: cap on output tokens.
+        max_tokens: cap on output tokens, at most the model's limit (32,768 for ``qwen3.5-ocr``, 8,192 for
+            ``qwen-vl-ocr`` / ``-latest`` / ``2025-11-20``, 4,096 for the older snapshots).
         temperature: sampling temperature.
         stream: stream answers (SSE) and assemble them; partial text goes to ``on_delta``.
         incremental_output: native streaming: ask for deltas (True) or cumulative text (False); either way the
@@ -149,8 +160,10 @@ class QwenOCR(ParserEngine):
             calls no ``on_delta``). :meth:`astream` never uses it.
 
     Raises:
-        ConfigurationError: no API key, unknown region, malformed base URL, a ``cache`` path that cannot be opened.
-        ValueError: an unknown task or API, a schema nested too deep, conflicting options.
+        ConfigurationError: no API key, unknown region, a model not listed in the chosen region, malformed base URL,
+            a ``cache`` path that cannot be opened.
+        ValueError: an unknown task or API, a schema nested too deep, conflicting options, ``max_tokens`` or pixel
+            bounds outside the model's limits.
 
     Example:
         >>> from aisearch_ingest.qwen import QwenOCR
@@ -167,9 +180,9 @@ class QwenOCR(ParserEngine):
         self,
         *,
         api_key: str | SecretStr | None = None,
-        region: Literal["intl", "cn"] | None = None,
+        region: Literal["intl", "us", "cn"] | None = None,
         base_url: str | None = None,
-        model: str = "qwen-vl-ocr-latest",
+        model: str = qwen_models.DEFAULT_MODEL,
         api: Api = "native",
         task: str | None = "text_recognition",
         result_schema: Mapping[str, Any] | None = None,
@@ -200,15 +213,30 @@ class QwenOCR(ParserEngine):
             raise ValueError(
                 "enable_rotate is only available with api='native' (the compatible API has no such option)"
             )
+        if prompt is not None and task is not None and api == "openai":
+            raise ValueError("a built-in task with a custom prompt needs api='native' (the compatible API has no task)")
+        known = qwen_models.lookup(model)
+        if known is None:
+            logger.debug("model %r is not in the Qwen-OCR model table; sent with the current models' rules", model)
+        self.spec = spec = known or qwen_models.fallback_model(model)
         for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive")
-        if max_pixels is not None and max_pixels > MAX_PIXELS_UPPER_LIMIT:
-            raise ValueError(f"max_pixels can be at most {MAX_PIXELS_UPPER_LIMIT:,} (the documented upper limit)")
-        if min_pixels is not None and min_pixels > (max_pixels or DEFAULT_MAX_PIXELS):
+        if max_pixels is not None and max_pixels > spec.max_pixels_limit:
+            raise ValueError(
+                f"max_pixels can be at most {spec.max_pixels_limit:,} for {model} (30,000 tokens of "
+                f"{spec.patch}x{spec.patch} pixels, the documented upper limit)"
+            )
+        if min_pixels is not None and known is not None and min_pixels < spec.min_pixels:
+            raise ValueError(f"min_pixels must be at least {spec.min_pixels:,} for {model} (its documented minimum)")
+        if min_pixels is not None and min_pixels > (max_pixels or spec.default_max_pixels):
             raise ValueError("min_pixels must not exceed max_pixels")
         if max_tokens is not None and max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
+        if max_tokens is not None and known is not None and max_tokens > spec.max_output:
+            raise ValueError(
+                f"max_tokens={max_tokens:,} is above the limit of {model}: at most {spec.max_output:,} output tokens"
+            )
         if pdf_dpi <= 0:
             raise ValueError("pdf_dpi must be positive")
         self.request = proto.OcrRequest(
@@ -223,6 +251,13 @@ class QwenOCR(ParserEngine):
             temperature=temperature,
         )
         self.settings: DashScopeSettings = resolve_dashscope(api_key, region=region, base_url=base_url)
+        if known is not None and self.settings.region is not None and self.settings.region not in known.regions:
+            code = self.settings.region
+            raise ConfigurationError(
+                f"model {model!r} is not offered in region {code!r} ({qwen_models.REGION_NAMES[code]}); it is listed "
+                f"for {qwen_models.regions_listing(known)}. Pick one of those regions (and its API key), or a model "
+                f"of this region such as {qwen_models.DEFAULT_MODEL!r}."
+            )
         self.model = model
         self.api: Api = api
         self.stream = stream
@@ -258,7 +293,7 @@ class QwenOCR(ParserEngine):
 
     @property
     def _page_max_pixels(self) -> int:
-        return self.request.max_pixels or DEFAULT_MAX_PIXELS
+        return self.request.max_pixels or self.spec.default_max_pixels
 
     # -- engine hooks ----------------------------------------------------------------------------------------------
 
@@ -287,11 +322,16 @@ class QwenOCR(ParserEngine):
     def _prepare(self, obj: SourceLike, file_name: str | None = None) -> Source:
         source = load_source(obj, file_name=file_name)
         if is_multipage(source):
-            with open_pages(source, dpi=self.pdf_dpi, max_pixels=self._page_max_pixels) as doc:
+            with self._open_pages(source) as doc:
                 doc.check()
         else:
-            check_image(source, max_pixels=self.request.max_pixels)
+            check_image(source, max_pixels=self.request.max_pixels, pixel_upper=self.spec.max_pixels_limit)
         return source
+
+    def _open_pages(self, source: Source) -> PageDocument:
+        return open_pages(
+            source, dpi=self.pdf_dpi, max_pixels=self._page_max_pixels, pixel_upper=self.spec.max_pixels_limit
+        )
 
     async def _aclose_transports(self) -> None:
         await self._transport.aclose()
@@ -398,9 +438,7 @@ class QwenOCR(ParserEngine):
 
     async def _parse_pages(self, source: Source, counter: CallCounter) -> list[tuple[int, proto.OcrAnswer]]:
         """Render pages one at a time in a worker thread and send them concurrently; answers in page order."""
-        doc: PageDocument = await anyio.to_thread.run_sync(
-            lambda: open_pages(source, dpi=self.pdf_dpi, max_pixels=self._page_max_pixels)
-        )
+        doc: PageDocument = await anyio.to_thread.run_sync(lambda: self._open_pages(source))
         try:
             numbers = [layout.number for layout in doc.layouts]
             relay = _OrderedRelay(self.on_delta, numbers) if (self.stream and self.on_delta) else None
@@ -477,9 +515,7 @@ class QwenOCR(ParserEngine):
                     if isinstance(item, str):
                         yield item
             return
-        doc = await anyio.to_thread.run_sync(
-            lambda: open_pages(prepared, dpi=self.pdf_dpi, max_pixels=self._page_max_pixels)
-        )
+        doc = await anyio.to_thread.run_sync(lambda: self._open_pages(prepared))
         try:
             for index, layout in enumerate(doc.layouts):
                 page = await anyio.to_thread.run_sync(doc.render, layout.number)
@@ -500,7 +536,10 @@ class QwenOCR(ParserEngine):
         words: list[dict[str, Any]] = []
         kvs: list[Mapping[str, Any]] = []
         kinds: list[str] = []
+        processed: list[str] = []
         for number, answer in answers:
+            if answer.processed_text is not None:
+                processed.append(answer.processed_text)
             interpreted = proto.page_content(self.request, answer)
             extra = dict(interpreted.extra)
             if answer.request_id:
@@ -522,6 +561,9 @@ class QwenOCR(ParserEngine):
             result_extra["kv_result"] = kv_result
         if self.request.result_schema:
             result_extra["result_schema"] = dict(self.request.result_schema)
+        if processed and len(processed) == len(answers):
+            # the service's de-duplicated text (qwen3.5-ocr, native), pages joined like the content
+            result_extra["processed_text"] = "\n\n".join(processed)
         result_extra["api"] = self.api
         content_type = kinds[0] if kinds and all(kind == kinds[0] for kind in kinds) else self.request.content_type
         content, content_type = proto.join_pages([page.content for page in pages], content_type, kv_result=kv_result)

@@ -24,6 +24,7 @@ from .errors import InvalidInputError
 
 __all__ = [
     "AISEARCH_MAX_BODY_BYTES",
+    "DOCUMENT_ANALYZE_002_TYPES",
     "DOCUMENT_TYPES",
     "IMAGE_TYPES",
     "MIME_TYPES",
@@ -42,10 +43,17 @@ __all__ = [
 #: AI Search Open Platform: "请求body最大不能超过8MB" (document-analyze page); content is base64 (×4/3).
 AISEARCH_MAX_BODY_BYTES = 8 * 1024 * 1024
 
-#: document-analyze: PDF → markdown, other types → HTML.
+#: document-analyze: PDF → markdown, other types → HTML. The types of the EN page (Aug 05, 2025; CHANGES-2026.md §D):
+#: TXT, PDF, HTML, DOC, DOCX, PPT, PPTX. Kept beside them: ``htm`` (the same HTML type under its other suffix; the
+#: service infers ``file_type`` from the file name's suffix) and ``md`` / ``markdown``, which no vendor page lists:
+#: Markdown is plain text the service has parsed for this project's users so far (it is not verified against the
+#: 2025 service list; drop it here if the live service refuses it).
 DOCUMENT_TYPES = frozenset({"pdf", "doc", "docx", "ppt", "pptx", "html", "htm", "md", "markdown", "txt"})
 #: image-analyze accepts common raster formats ("jpg, jpeg, png, bmp, tiff" in the docs).
 IMAGE_TYPES = frozenset({"jpg", "jpeg", "png", "bmp", "tiff", "tif", "webp", "gif", "heic"})
+#: ``ops-document-analyze-002`` takes "PDFs and images" (the ID page of Jan 16, 2026, CHANGES-2026.md §D): the
+#: document types and the image types.
+DOCUMENT_ANALYZE_002_TYPES = DOCUMENT_TYPES | IMAGE_TYPES
 
 MIME_TYPES = {
     "pdf": "application/pdf",

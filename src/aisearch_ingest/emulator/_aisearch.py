@@ -7,7 +7,9 @@ Choices where the vendor's pages are silent (documented in the emulator's module
 * a task id is only known under the workspace, service and service id it was created with;
 * a failed task reports ``FAIL`` (``task_status_on_fail``), with ``result.error`` set and no ``data``/``usage``;
 * the declared ``file_type`` must match the content (a PNG sent as ``pdf`` is a 400 for ``content``, a
-  ``FAIL`` for ``url``, whose bytes are only seen by the task).
+  ``FAIL`` for ``url``, whose bytes are only seen by the task);
+* ``ops-document-analyze-002`` takes images as well as documents ("PDFs and images", CHANGES-2026.md §D): an image
+  is read by the OCR backend into markdown, one page; ``-001`` refuses image types with a 400.
 """
 
 from __future__ import annotations
@@ -53,6 +55,17 @@ SERVICE_IDS: Mapping[str, tuple[str, ...]] = {
     "document-analyze": ("ops-document-analyze-001", "ops-document-analyze-002"),
 }
 _ALLOWED_TYPES = {"image-analyze": IMAGE_TYPES, "document-analyze": DOCUMENT_TYPES}
+#: ``ops-document-analyze-002`` takes "PDFs and images" (CHANGES-2026.md §D, the ID page of Jan 16, 2026): the
+#: document types and the image types; images are read with the OCR backend.
+_IMAGE_DOCUMENT_SERVICES = frozenset({"ops-document-analyze-002"})
+
+
+def _allowed_types(kind: str, service_id: str) -> frozenset[str]:
+    if kind == "document-analyze" and service_id in _IMAGE_DOCUMENT_SERVICES:
+        return DOCUMENT_TYPES | IMAGE_TYPES
+    return _ALLOWED_TYPES[kind]
+
+
 _WORKSPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _MAX_TASKS = 20_000
 _BOTH_OR_NEITHER = "document.content or document.url required, and both cannot be present at the same time"
@@ -195,10 +208,11 @@ class AISearchService:
             if content and not file_name:
                 raise _BadRequest("document.file_name required")
             raise _BadRequest("document.file_type required: it cannot be inferred from the file name or url")
-        if file_type not in _ALLOWED_TYPES[kind]:
+        allowed = _allowed_types(kind, service_id)
+        if file_type not in allowed:
             raise _BadRequest(
-                f"document.file_type[{file_type}] is not supported by {kind}; "
-                f"supported types: {', '.join(sorted(_ALLOWED_TYPES[kind]))}"
+                f"document.file_type[{file_type}] is not supported by {kind} {service_id}; "
+                f"supported types: {', '.join(sorted(allowed))}"
             )
         data: bytes | None = None
         if content:
@@ -393,8 +407,10 @@ class AISearchService:
     def _run_document(self, document: _Document, data: bytes) -> _Outcome:
         file_type = normalize_type(document.file_type)
 
+        images = document.service_id in _IMAGE_DOCUMENT_SERVICES
+
         def compute() -> Any:
-            return load_backends().analyze_document(data, file_type)
+            return load_backends().analyze_document(data, file_type, images=images)
 
         try:
             analysis = memo.get(("document-analyze", file_type, sha256_hex(data)), compute, _weigh_document)

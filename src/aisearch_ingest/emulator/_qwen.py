@@ -4,10 +4,16 @@ Choices where the pages are silent:
 
 * the first image of the last user message is read; more images are ignored;
 * with ``ocr_options.task`` the task's own prompt is what the model sees (a text item is ignored), as the page
-  says ("when no built-in task is set ... you can pass a prompt");
-* a streamed answer carries ``ocr_result`` on its final event only;
-* ``max_tokens`` (default 4096, at most 8192) truncates the answer, ``finish_reason`` is then ``length`` and
-  ``ocr_result`` is dropped;
+  says ("when no built-in task is set ... you can pass a prompt"); from ``qwen3.5-ocr`` on the text item goes with
+  the task (it is what the model reads; the emulator still answers the task, its structured result in
+  ``ocr_result``);
+* a streamed answer carries ``ocr_result`` (and ``processed_text``) on its final event only;
+* per model (``protocol/qwen_models.py``): image tokens with its token pixels (32x32 or 28x28) and its
+  ``min_pixels`` / ``max_pixels`` defaults and limits (a ``min_pixels`` below the model's minimum is raised to it);
+  ``max_tokens`` defaults to the model's default and may not exceed its limit (32768 / 8192 / 4096); it truncates
+  the answer, ``finish_reason`` is then ``length`` and ``ocr_result`` is dropped;
+* ``qwen3.5-ocr`` native answers carry ``processed_text`` (the text with consecutive repeated lines removed), as
+  the API reference's DashScope response shows (l.2518);
 * ``oss://`` images resolve only with ``X-DashScope-OssResourceResolve: enable``, as the SDK sends it.
 """
 
@@ -20,6 +26,7 @@ import hmac
 import io
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -30,7 +37,7 @@ from email import policy as email_policy
 from email.parser import BytesParser
 from typing import Any
 
-from ..protocol import qwen_tasks
+from ..protocol import qwen_models, qwen_tasks
 from ._http import CUT, JsonReply, Reply, Request, StreamItem, StreamReply
 from ._runtime import (
     Runtime,
@@ -52,9 +59,10 @@ logger = logging.getLogger("aisearch_ingest.emulator")
 
 #: "The size of a single image file, or the encoded string if you use Base64 encoding, cannot exceed 10 MB."
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
-DEFAULT_MAX_TOKENS = 4096
-MAX_MAX_TOKENS = 8192
 _PIECE_CHARS = 24
+#: Models whose native answer carries ``processed_text`` (the API reference documents it with qwen3.5-ocr samples).
+_PROCESSED_TEXT_MODELS = frozenset({"qwen3.5-ocr"})
+_MODEL_RE = re.compile(r"^(qwen-vl-ocr|qwen-ocr|qwen\d+(\.\d+)?-ocr)", re.IGNORECASE)
 _UPLOAD_MAX_BYTES = 100 * 1024 * 1024
 _OSS_ACCESS_KEY_ID = "emulator-oss-access-key"
 
@@ -80,6 +88,7 @@ class _Job:
     stream: bool
     incremental: bool
     include_usage: bool
+    spec: qwen_models.QwenModel
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,7 @@ class _Answer:
     input_text_tokens: int
     image_tokens: int
     output_tokens: int
+    processed_text: str | None = None
 
     def native_usage(self, output_tokens: int | None = None) -> dict[str, Any]:
         out = self.output_tokens if output_tokens is None else output_tokens
@@ -141,6 +151,16 @@ def _image_size(data: bytes) -> tuple[int, int]:
 def _cut_point(events: int) -> int:
     """Content events sent before an injected stream fault: about half, never the final one."""
     return max(0, min(events // 2, events - 1))
+
+
+def _dedupe_lines(text: str) -> str:
+    """``processed_text``: the answer with consecutive repeated lines removed ("自动删除重复片段")."""
+    kept: list[str] = []
+    for line in text.split("\n"):
+        if kept and line.strip() and line == kept[-1]:
+            continue
+        kept.append(line)
+    return "\n".join(kept)
 
 
 def _pieces(text: str) -> list[str]:
@@ -227,8 +247,11 @@ class QwenService:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise _Invalid("Model not exist.")
-        if not model.lower().startswith(("qwen-vl-ocr", "qwen-ocr")):
-            raise _Invalid(f"Model not exist. (the emulator serves only Qwen-OCR models qwen-vl-ocr*, not {model!r})")
+        if not _MODEL_RE.match(model):
+            raise _Invalid(
+                f"Model not exist. (the emulator serves only Qwen-OCR models qwen-vl-ocr*, qwen3.5-ocr, not {model!r})"
+            )
+        spec = qwen_models.spec_for(model)
         if flavour == "native":
             inp = body.get("input")
             messages = inp.get("messages") if isinstance(inp, Mapping) else None
@@ -257,19 +280,20 @@ class QwenService:
         image_ref, image_item, texts = self._content(user.get("content"), flavour)
         if image_ref is None:
             raise _Invalid("The user message has no image; Qwen-OCR needs exactly one image")
-        min_pixels = _int_param(image_item.get("min_pixels", qwen_tasks.DEFAULT_MIN_PIXELS), "min_pixels")
-        max_pixels = _int_param(image_item.get("max_pixels", qwen_tasks.DEFAULT_MAX_PIXELS), "max_pixels")
+        min_pixels = _int_param(image_item.get("min_pixels", spec.min_pixels), "min_pixels")
+        max_pixels = _int_param(image_item.get("max_pixels", spec.default_max_pixels), "max_pixels")
         if min_pixels <= 0 or max_pixels <= 0 or min_pixels > max_pixels:
             raise _Invalid(f"min_pixels ({min_pixels}) and max_pixels ({max_pixels}) must be positive, min <= max")
-        if max_pixels > qwen_tasks.MAX_PIXELS_UPPER_LIMIT:
-            raise _Invalid(f"max_pixels must not exceed {qwen_tasks.MAX_PIXELS_UPPER_LIMIT}, got {max_pixels}")
+        if max_pixels > spec.max_pixels_limit:
+            raise _Invalid(f"max_pixels must not exceed {spec.max_pixels_limit} for {model}, got {max_pixels}")
+        min_pixels = max(min_pixels, spec.min_pixels)  # "默认值和最小值均为" the model's minimum
         enable_rotate = image_item.get("enable_rotate", False)
         if not isinstance(enable_rotate, bool):
             raise _Invalid("enable_rotate must be a boolean")
-        max_tokens = DEFAULT_MAX_TOKENS if raw_max_tokens is None else _int_param(raw_max_tokens, "max_tokens")
-        if not 1 <= max_tokens <= MAX_MAX_TOKENS:
-            raise _Invalid(f"Range of max_tokens should be [1, {MAX_MAX_TOKENS}]")
-        task, prompt, schema = self._task(ocr_options, "\n".join(texts))
+        max_tokens = spec.default_max_tokens if raw_max_tokens is None else _int_param(raw_max_tokens, "max_tokens")
+        if not 1 <= max_tokens <= spec.max_output:
+            raise _Invalid(f"Range of max_tokens should be [1, {spec.max_output}]")
+        task, prompt, schema = self._task(ocr_options, "\n".join(texts), spec.task_with_prompt)
         resolve = request.header("X-DashScope-OssResourceResolve").lower() == "enable"
         image = self._load_image(image_ref, resolve)
         width, height = self._check_image(image)
@@ -289,6 +313,7 @@ class QwenService:
             stream=stream,
             incremental=incremental,
             include_usage=include_usage,
+            spec=spec,
         )
 
     @staticmethod
@@ -323,7 +348,9 @@ class QwenService:
         return image_ref, image_item, texts
 
     @staticmethod
-    def _task(ocr_options: Any, text: str) -> tuple[str | None, str, Mapping[str, Any] | None]:
+    def _task(
+        ocr_options: Any, text: str, task_with_prompt: bool = False
+    ) -> tuple[str | None, str, Mapping[str, Any] | None]:
         if ocr_options is not None:
             if not isinstance(ocr_options, Mapping):
                 raise _Invalid("ocr_options must be an object")
@@ -342,6 +369,8 @@ class QwenService:
                 prompt = qwen_tasks.build_prompt(task, schema or None)
             except ValueError as exc:
                 raise _Invalid(str(exc)) from exc
+            if task_with_prompt and text.strip():
+                prompt = text  # qwen3.5-ocr on: the user's prompt is not overridden by the task's
             return task, prompt, schema or None
         if not text.strip():
             return "text_recognition", qwen_tasks.DEFAULT_PROMPT, None
@@ -437,10 +466,11 @@ class QwenService:
                     hi = mid - 1
             text, finish, ocr_result = text[:lo], "length", None
             output_tokens = count_tokens(text)
-        image_tokens = qwen_tasks.image_tokens(
+        image_tokens = job.spec.image_tokens(
             job.height, job.width, min_pixels=job.min_pixels, max_pixels=job.max_pixels
         )
-        return _Answer(text, ocr_result, finish, count_tokens(job.prompt), image_tokens, output_tokens)
+        processed = _dedupe_lines(text) if job.flavour == "native" and job.spec.name in _PROCESSED_TEXT_MODELS else None
+        return _Answer(text, ocr_result, finish, count_tokens(job.prompt), image_tokens, output_tokens, processed)
 
     # --- native bodies and stream
 
@@ -451,6 +481,8 @@ class QwenService:
         item: dict[str, Any] = {"text": text}
         if final and answer.ocr_result is not None:
             item["ocr_result"] = answer.ocr_result
+        if final and answer.processed_text is not None:
+            item["processed_text"] = answer.processed_text
         return {
             "output": {"choices": [{"finish_reason": finish, "message": {"role": "assistant", "content": [item]}}]},
             "usage": answer.native_usage(tokens),

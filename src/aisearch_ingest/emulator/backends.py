@@ -1229,20 +1229,24 @@ def _normalise_type(file_type: str) -> str:
     return _TYPE_ALIASES.get(ft, ft)
 
 
-def analyze_document(data: bytes, file_type: str) -> DocumentAnalysis:
-    """What ``ops-document-analyze-001`` returns for a document.
+def analyze_document(data: bytes, file_type: str, *, images: bool = False) -> DocumentAnalysis:
+    """What ``ops-document-analyze-001`` returns for a document (and ``-002``, which takes images too).
 
     * ``pdf`` -> markdown, one entry in ``pages`` per page: headings from larger-font lines, paragraphs from
       wrapped lines, numbered / bulleted lists, pipe tables from runs of column-aligned lines; pages without a
       text layer are rendered at 150 dpi and OCR'd.
     * ``docx`` -> HTML (mammoth), ``pptx`` -> HTML with one ``<section>`` per slide (python-pptx),
       ``md`` -> HTML (markdown-it-py, with tables), ``txt`` -> ``<p>`` paragraphs, ``html`` -> as is.
+    * with ``images=True`` (``ops-document-analyze-002``, "PDFs and images"): an image -> markdown from its OCR
+      boxes, like a scanned PDF page (paragraphs and at most one pipe table), one page.
 
     Results are memoised per (sha256, type). Every call returns a fresh object.
 
     Args:
         data: the document's bytes.
-        file_type: ``pdf``, ``docx``, ``pptx``, ``html``/``htm``, ``md``/``markdown``, ``txt`` (or a MIME type).
+        file_type: ``pdf``, ``docx``, ``pptx``, ``html``/``htm``, ``md``/``markdown``, ``txt`` (or a MIME type);
+            with ``images``, also an image type.
+        images: accept images (the ``-002`` service).
 
     Returns:
         The analysis.
@@ -1254,13 +1258,17 @@ def analyze_document(data: bytes, file_type: str) -> DocumentAnalysis:
     """
     ft = _normalise_type(file_type)
     parser = _PARSERS.get(ft)
+    if parser is None and images and ft in _IMAGE_TYPES:
+        parser = _parse_image
     if parser is None:
         if ft in _LEGACY:
             raise UnsupportedDocument(
                 f"legacy binary .{ft} files cannot be parsed offline; save the file as .{_LEGACY[ft]}"
             )
         if ft in _IMAGE_TYPES:
-            raise UnsupportedDocument(f"{ft!r} is an image; use image-analyze or Qwen-OCR for images")
+            raise UnsupportedDocument(
+                f"{ft!r} is an image; use ops-document-analyze-002, image-analyze or Qwen-OCR for images"
+            )
         raise UnsupportedDocument(f"unsupported document type {file_type!r}; supported: {', '.join(sorted(_PARSERS))}")
     if not data:
         raise CorruptDocument("empty document")
@@ -1556,6 +1564,25 @@ def _parse_pdf(data: bytes) -> DocumentAnalysis:
         pages=pages,
         page_num=len(pages),
         usage={"token_count": chars, "table_count": tables, "image_count": image_count},
+    )
+
+
+def _parse_image(data: bytes) -> DocumentAnalysis:
+    """An image for ``ops-document-analyze-002``: its OCR as markdown, one page (the image itself counts as one)."""
+    try:
+        lines = _ocr_cached(data, rotate=False)
+    except ImportError:
+        raise
+    except Exception as exc:
+        raise CorruptDocument(f"cannot read the image: {exc}") from exc
+    md, tables = _ocr_markdown(lines)
+    chars = sum(_nonblank_chars(ln.text) for ln in lines)
+    return DocumentAnalysis(
+        content=md,
+        content_type="markdown",
+        pages=[md],
+        page_num=1,
+        usage={"token_count": chars, "table_count": tables, "image_count": 1},
     )
 
 

@@ -242,7 +242,7 @@ class QwenOCRLoader(_QwenOCR, _ServiceLoader):
         >>> with Emulator() as emu:
         ...     docs = QwenOCRLoader("notebooks/data/scan_page.png", base_url=emu.url, api_key="test").load()
         >>> docs[0].metadata["model"]
-        'qwen-vl-ocr-latest'
+        'qwen-vl-ocr'
     """
 
 

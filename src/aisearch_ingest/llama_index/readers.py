@@ -277,7 +277,7 @@ class QwenOCRReader(_ServiceReader):
         *("enable_rotate", "max_tokens", "stream", "pdf_dpi"),
     )
 
-    region: str | None = Field(default=None, description="'intl' (Singapore) or 'cn' (Beijing)")
+    region: str | None = Field(default=None, description="'intl' (Singapore), 'us' (Virginia) or 'cn' (Beijing)")
     base_url: str | None = Field(default=None, description="else DASHSCOPE_BASE_URL, else the region's")
     model: str | None = None
     api: Literal["native", "openai"] | None = None

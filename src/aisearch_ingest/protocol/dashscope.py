@@ -6,7 +6,11 @@ and the vendor page ``qwen-ocr.en.txt``. Decisions where the sources leave a cho
 * **Built-in tasks, native flavour.** The task goes in ``parameters.ocr_options`` and no text part is sent: the page
   says the DashScope caller "does not need to design or pass in a Prompt", the service applies the task's specified
   prompt, and with a task set "custom prompts are not supported" (table-parsing sample). ``result_schema`` goes in
-  ``ocr_options.task_config``.
+  ``ocr_options.task_config``. From ``qwen3.5-ocr`` on a task and a custom prompt go together ("定制任务与用户自定义
+  Prompt 结合使用（不再强制覆盖），定制任务结果通过 ``ocr_result`` 字段返回", ``qwen-ocr.2026.zh.md`` l.528): the prompt
+  is then sent as the text part beside ``ocr_options`` (native only: the compatible flavour has no ``ocr_options``).
+* **processed_text.** The native answer's ``processed_text`` (the output with repeated fragments removed; API
+  reference ``qwen-ocr-api-reference.2026.zh.md`` l.639, l.2658) is kept beside the text, never instead of it.
 * **Built-in tasks, OpenAI-compatible flavour.** The page says tasks and image rotation "are not directly supported
   through parameters" there, so the task's documented prompt is sent as text
   (:func:`~aisearch_ingest.protocol.qwen_tasks.build_prompt`, with the schema for key-information extraction) and
@@ -41,6 +45,7 @@ from typing import Any, Literal
 
 from ..errors import APIError, APIStatusError, StreamError, error_from_response
 from ..results import flatten_usage
+from .qwen_models import spec_for
 from .qwen_tasks import TASKS, build_prompt, check_schema_depth, unwrap_fence
 
 __all__ = [
@@ -97,11 +102,12 @@ class OcrRequest:
     """What to ask Qwen-OCR for one image, independent of the API flavour.
 
     Attributes:
-        model: ``qwen-vl-ocr``, ``qwen-vl-ocr-latest`` or a dated snapshot.
+        model: ``qwen-vl-ocr``, ``qwen3.5-ocr``, ``qwen-vl-ocr-latest`` or a dated snapshot.
         task: a built-in task (a key of :data:`~aisearch_ingest.protocol.qwen_tasks.TASKS`), or None for a custom
             prompt.
         result_schema: the fields for ``key_information_extraction`` (None or empty: full-field extraction).
-        prompt: the custom prompt when ``task`` is None (None: the service's default prompt applies).
+        prompt: the custom prompt when ``task`` is None (None: the service's default prompt applies); with a task,
+            only for models that take both (``qwen3.5-ocr`` on, native flavour).
         min_pixels: the image part's ``min_pixels``.
         max_pixels: the image part's ``max_pixels``.
         enable_rotate: the image part's ``enable_rotate`` (native flavour only).
@@ -123,9 +129,10 @@ class OcrRequest:
         if self.task is not None:
             if self.task not in TASKS:
                 raise ValueError(f"unknown Qwen-OCR task {self.task!r}; expected one of {', '.join(TASKS)} or None")
-            if self.prompt is not None:
+            if self.prompt is not None and not spec_for(self.model).task_with_prompt:
                 raise ValueError(
-                    "a built-in task uses its fixed documented prompt; pass task=None to send a custom prompt"
+                    f"a built-in task uses its fixed documented prompt on {self.model}; pass task=None to send a "
+                    "custom prompt (a task and a prompt together need qwen3.5-ocr or later)"
                 )
         if self.result_schema:
             if self.task != "key_information_extraction":
@@ -140,16 +147,24 @@ class OcrRequest:
         return self.task or "custom"
 
     @property
+    def combined(self) -> bool:
+        """A built-in task with a custom prompt (``qwen3.5-ocr`` on)."""
+        return self.task is not None and self.prompt is not None
+
+    @property
     def content_type(self) -> str:
         """The content type the task answers in (``plain`` for a custom prompt)."""
         return TASKS[self.task].content_type if self.task else "plain"
 
     def text_for(self, api: Api) -> str | None:
-        """The text part to send: None for a built-in task in the native flavour (``ocr_options`` carries it)."""
+        """The text part to send: None for a built-in task in the native flavour (``ocr_options`` carries it), the
+        custom prompt beside the task for a combined request."""
         if self.task is None:
             return self.prompt
         if api == "native":
-            return None
+            return self.prompt
+        if self.prompt is not None:
+            raise ValueError("a built-in task with a custom prompt needs api='native' (ocr_options)")
         return build_prompt(self.task, self.result_schema)
 
 
@@ -260,6 +275,7 @@ class OcrAnswer:
         usage: the service's usage, normalised to the native names and flattened.
         finish_reason: ``stop``, ``length``... (None when the service did not say).
         request_id: the service's request id.
+        processed_text: the service's ``processed_text`` (repeated fragments removed), None when absent.
     """
 
     text: str = ""
@@ -267,6 +283,7 @@ class OcrAnswer:
     usage: dict[str, int | float] = field(default_factory=dict)
     finish_reason: str | None = None
     request_id: str | None = None
+    processed_text: str | None = None
 
 
 _OPENAI_USAGE_NAMES = {
@@ -312,16 +329,17 @@ def _first_choice(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
-def _native_parts(output: Mapping[str, Any]) -> tuple[str, dict[str, Any], str | None]:
-    """``(text, ocr_result, finish_reason)`` of a native ``output``."""
+def _native_parts(output: Mapping[str, Any]) -> tuple[str, dict[str, Any], str | None, str | None]:
+    """``(text, ocr_result, finish_reason, processed_text)`` of a native ``output``."""
     choice = _first_choice(output)
     if choice is None:
         # Older models answer ``output.text`` without choices.
         text = output.get("text")
-        return (text if isinstance(text, str) else ""), {}, _finish(output.get("finish_reason"))
+        return (text if isinstance(text, str) else ""), {}, _finish(output.get("finish_reason")), None
     message = choice.get("message")
     content = message.get("content") if isinstance(message, Mapping) else None
     texts: list[str] = []
+    processed: list[str] = []
     ocr_result: dict[str, Any] = {}
     if isinstance(content, str):
         texts.append(content)
@@ -331,9 +349,12 @@ def _native_parts(output: Mapping[str, Any]) -> tuple[str, dict[str, Any], str |
                 continue
             if isinstance(item.get("text"), str):
                 texts.append(item["text"])
+            if isinstance(item.get("processed_text"), str):
+                processed.append(item["processed_text"])
             if isinstance(item.get("ocr_result"), Mapping):
                 ocr_result.update(item["ocr_result"])
-    return "".join(texts), ocr_result, _finish(choice.get("finish_reason"))
+    processed_text = "".join(processed) if processed else None
+    return "".join(texts), ocr_result, _finish(choice.get("finish_reason")), processed_text
 
 
 def _finish(value: Any) -> str | None:
@@ -380,15 +401,26 @@ def parse_response(api: Api, body: Any, *, request_id: str | None = None) -> Ocr
             if body.get("code"):
                 raise error_from_response(int(body.get("status_code") or 400), body, request_id=rid)
             raise _malformed("no 'output' object", body, rid)
-        text, ocr_result, finish = _native_parts(output)
-        return OcrAnswer(text, ocr_result, normalize_usage(body.get("usage")), finish, rid)
+        text, ocr_result, finish, processed = _native_parts(output)
+        return OcrAnswer(text, ocr_result, normalize_usage(body.get("usage")), finish, rid, processed)
     choice = _first_choice(body)
     if choice is None:
         if isinstance(body.get("error"), Mapping):
             raise error_from_response(400, body, request_id=request_id)
         raise _malformed("no 'choices'", body, rid)
-    text = _openai_text(choice.get("message"))
-    return OcrAnswer(text, {}, normalize_usage(body.get("usage")), _finish(choice.get("finish_reason")), rid)
+    message = choice.get("message")
+    text = _openai_text(message)
+    # The API reference lists processed_text on the compatible message too, "only through the DashScope SDK and
+    # curl": read it when a raw HTTP answer carries it.
+    processed = message.get("processed_text") if isinstance(message, Mapping) else None
+    return OcrAnswer(
+        text,
+        {},
+        normalize_usage(body.get("usage")),
+        _finish(choice.get("finish_reason")),
+        rid,
+        processed if isinstance(processed, str) else None,
+    )
 
 
 # --- server-sent events -------------------------------------------------------------------------------------------
@@ -478,6 +510,7 @@ class StreamAssembler:
         self.usage: dict[str, int | float] = {}
         self.finish_reason: str | None = None
         self.request_id: str | None = None
+        self.processed_text: str | None = None
         self.finished = False
         self.events = 0
 
@@ -527,9 +560,11 @@ class StreamAssembler:
             if body.get("code"):
                 raise self._error(_status_of(body), body)
             return ""
-        text, ocr_result, finish = _native_parts(output)
+        text, ocr_result, finish, processed = _native_parts(output)
         if ocr_result:
             self.ocr_result.update(ocr_result)
+        if processed is not None:  # whole on the event that carries it (the emulator: the final one); keep the last
+            self.processed_text = processed
         if body.get("usage"):
             self.usage = normalize_usage(body["usage"])  # cumulative: the last event's usage is the total
         if self.incremental:
@@ -574,7 +609,14 @@ class StreamAssembler:
                 request_id=self.request_id,
                 partial_text=self.text,
             )
-        return OcrAnswer(self.text, dict(self.ocr_result), dict(self.usage), self.finish_reason, self.request_id)
+        return OcrAnswer(
+            self.text,
+            dict(self.ocr_result),
+            dict(self.usage),
+            self.finish_reason,
+            self.request_id,
+            self.processed_text,
+        )
 
 
 def _status_of(body: Mapping[str, Any]) -> int:
@@ -677,6 +719,11 @@ def page_content(req: OcrRequest, answer: OcrAnswer) -> PageContent:
     * other built-in tasks: the unwrapped text in the task's content type.
     * a custom prompt: a single ``json``/``html``/``latex``/``markdown`` fence is unwrapped and sets the content
       type; any other answer is ``plain`` and left as is.
+    * a task with a custom prompt (``qwen3.5-ocr`` on): the text answers the prompt, so a known fence sets the
+      content type (else the task's); the task's structured result comes from ``ocr_result`` as above, and for
+      ``key_information_extraction`` the content is then the ``kv_result`` as JSON.
+
+    The service's ``processed_text``, when present, is kept in ``extra["processed_text"]``.
     """
     raw = answer.text
     extra: dict[str, Any] = {k: v for k, v in answer.ocr_result.items() if k not in ("words_info", "kv_result")}
@@ -685,8 +732,10 @@ def page_content(req: OcrRequest, answer: OcrAnswer) -> PageContent:
         kind = _CUSTOM_FENCES.get((lang or "").lower())
         content, content_type = (inner, kind) if kind else (raw, "plain")
     else:
-        content, _ = unwrap_fence(raw)
+        content, lang = unwrap_fence(raw)
         content_type = req.content_type
+        if req.combined:
+            content_type = _CUSTOM_FENCES.get((lang or "").lower(), content_type)
         if req.task == "advanced_recognition":
             words = answer.ocr_result.get("words_info")
             if not isinstance(words, list):
@@ -703,10 +752,13 @@ def page_content(req: OcrRequest, answer: OcrAnswer) -> PageContent:
                 if kv is None and content.strip():
                     logger.warning("key_information_extraction answer is not a JSON object; kv_result left empty")
             extra["kv_result"] = dict(kv) if kv is not None else {}
-            if not content.strip() and kv:
+            if kv and (req.combined or not content.strip()):
                 content = json.dumps(kv, ensure_ascii=False, indent=2)
+                content_type = "json"
     if content != raw:
         extra["raw_text"] = raw
+    if answer.processed_text is not None:
+        extra["processed_text"] = answer.processed_text
     if answer.finish_reason not in (None, "stop"):
         extra["finish_reason"] = answer.finish_reason
     return PageContent(content, content_type, extra)

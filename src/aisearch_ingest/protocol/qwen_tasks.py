@@ -51,25 +51,24 @@ __all__ = [
     "unwrap_fence",
 ]
 
-# --- image-token constants (qwen-ocr.en.txt)
+# --- image-token constants of the 28-px models (qwen-ocr.en.txt); the per-model values, 32-px models included, are
+# in :mod:`aisearch_ingest.protocol.qwen_models`
 
-#: Side of one vision patch: "Each 28×28 pixel block corresponds to one token" (Billing) and the factor of
-#: ``smart_resize`` in "Sample code for estimating image tokens".
+#: Side of one vision patch of the 28-px models: "Each 28×28 pixel block corresponds to one token" (Billing) and the
+#: factor of ``smart_resize`` in "Sample code for estimating image tokens". The 32-px models use 32
+#: (:attr:`~aisearch_ingest.protocol.qwen_models.QwenModel.patch`).
 FACTOR = 28
-#: ``min_pixels=28 * 28 * 4`` -- the value passed in the page's token-estimation sample and in every request
-#: sample
-#: (``"min_pixels": 3136``); the request comments call it the minimum threshold below which images are
-#: scaled up.
+#: ``min_pixels=28 * 28 * 4`` -- the value passed in the Nov 2025 page's token-estimation sample and in every request
+#: sample (``"min_pixels": 3136``); the default and minimum for the 28-px models (API reference l.380).
 DEFAULT_MIN_PIXELS = 28 * 28 * 4
-#: ``max_pixels=8192 * 28 * 28`` -- the value in the page's token-estimation sample and in every request
-#: sample
-#: (``"max_pixels": 6422528``) for ``qwen-vl-ocr`` / ``-latest`` / ``-2025-04-13``.
+#: ``max_pixels=8192 * 28 * 28`` -- the Nov 2025 samples' value (``"max_pixels": 6422528``), the default of the
+#: 28-px models (API reference l.404).
 DEFAULT_MAX_PIXELS = 8192 * 28 * 28
 #: Limits > Image limits > Total pixels: "By default, an image cannot have more than 15.68 million pixels."
 MAX_PIXELS_DEFAULT_LIMIT = 15_680_000
-#: "... you can adjust the max_pixels parameter to a maximum of 23.52 million" (30,000 tokens x 784 pixels,
-#: which is
-#: also the "Max 30,000 for a single image" input limit in the model table).
+#: "... you can adjust the max_pixels parameter to a maximum of 23.52 million" (30,000 tokens x 784 pixels, which is
+#: also the "Max 30,000 for a single image" input limit in the model table): the 28-px models' limit; the 32-px
+#: models allow 30,720,000 (30000x32x32, API reference l.404).
 MAX_PIXELS_UPPER_LIMIT = 23_520_000
 #: Billing: "an image costs a minimum of four tokens" (28x28 blocks; the two vision markers come on top).
 MIN_IMAGE_TOKENS = 4
@@ -335,18 +334,21 @@ def smart_resize(
     *,
     min_pixels: int = DEFAULT_MIN_PIXELS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    factor: int = FACTOR,
 ) -> tuple[int, int]:
-    """The model's pre-processing resize, exactly as the page's "Sample code for estimating image tokens".
+    """The model's pre-processing resize, exactly as the pages' "Sample code for estimating image tokens".
 
-    Both sides are rounded to a multiple of 28 (Python's ``round``, i.e. half to even); if the area then
+    Both sides are rounded to a multiple of ``factor`` (Python's ``round``, i.e. half to even); if the area then
     exceeds ``max_pixels`` the image is scaled down (floor), if it falls below ``min_pixels`` it is scaled
-    up (ceil).
+    up (ceil). The Nov 2025 page's sample uses 28 throughout; the Feb 2026 page's uses 32 ("Adjust the height to be
+    a multiple of 28 or 32", ``qwen-ocr.2026-02.en.md`` l.297): the factor is the model's token side.
 
     Args:
         height: image height in pixels.
         width: image width in pixels.
         min_pixels: the ``min_pixels`` request field.
         max_pixels: the ``max_pixels`` request field.
+        factor: the model's token side, 28 or 32.
 
     Returns:
         ``(resized_height, resized_width)``.
@@ -358,16 +360,18 @@ def smart_resize(
         raise ValueError(f"image dimensions must be positive, got {width}x{height}")
     if min_pixels <= 0 or max_pixels <= 0:
         raise ValueError("min_pixels and max_pixels must be positive")
-    h_bar = round(height / FACTOR) * FACTOR
-    w_bar = round(width / FACTOR) * FACTOR
+    if factor <= 0:
+        raise ValueError("factor must be positive")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
     if h_bar * w_bar > max_pixels:
         beta = math.sqrt((height * width) / max_pixels)
-        h_bar = math.floor(height / beta / FACTOR) * FACTOR
-        w_bar = math.floor(width / beta / FACTOR) * FACTOR
+        h_bar = math.floor(height / beta / factor) * factor
+        w_bar = math.floor(width / beta / factor) * factor
     elif h_bar * w_bar < min_pixels:
         beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / FACTOR) * FACTOR
-        w_bar = math.ceil(width * beta / FACTOR) * FACTOR
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
     return h_bar, w_bar
 
 
@@ -377,24 +381,30 @@ def image_tokens(
     *,
     min_pixels: int = DEFAULT_MIN_PIXELS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    factor: int = FACTOR,
+    min_blocks: int = MIN_IMAGE_TOKENS,
 ) -> int:
-    """Image tokens billed for one image: ``(h' × w') / (28 × 28) + 2`` after :func:`smart_resize`.
+    """Image tokens billed for one image: ``(h' × w') / token_pixels + 2`` after :func:`smart_resize`, with
+    ``token_pixels = factor * factor``.
 
-    The 28x28 block count is at least :data:`MIN_IMAGE_TOKENS` (the page's billing rule); the two vision
-    markers are added on top. With the default ``min_pixels`` the floor never binds.
+    The block count is at least ``min_blocks`` (the Nov 2025 page's billing rule for the 28-px models, 4); the two
+    vision markers are added on top. With the default ``min_pixels`` the floor never binds. Per model, use
+    :meth:`aisearch_ingest.protocol.qwen_models.QwenModel.image_tokens`.
 
     Args:
         height: image height in pixels.
         width: image width in pixels.
         min_pixels: the ``min_pixels`` request field.
         max_pixels: the ``max_pixels`` request field.
+        factor: the model's token side, 28 or 32.
+        min_blocks: the billing floor in blocks.
 
     Returns:
         The number of image tokens.
     """
-    h_bar, w_bar = smart_resize(height, width, min_pixels=min_pixels, max_pixels=max_pixels)
-    blocks = (h_bar * w_bar) // (FACTOR * FACTOR)
-    return max(blocks, MIN_IMAGE_TOKENS) + VISION_MARKER_TOKENS
+    h_bar, w_bar = smart_resize(height, width, min_pixels=min_pixels, max_pixels=max_pixels, factor=factor)
+    blocks = (h_bar * w_bar) // (factor * factor)
+    return max(blocks, min_blocks) + VISION_MARKER_TOKENS
 
 
 def check_image_dimensions(width: int, height: int) -> None:
