@@ -257,3 +257,21 @@ def test_one_budget_per_endpoint_and_credential() -> None:
     assert limiters_for("https://ep.example", "key-a", "image-analyze", 0) == ()
     assert "key-a" not in repr(_BUDGETS) and "key-a" not in credential_fingerprint("key-a")
     reset_budgets()
+
+
+# --- learning when to poll
+
+
+def test_poll_policy_learns_task_time_not_queue_time() -> None:
+    from aisearch_ingest import PollPolicy
+
+    poll = PollPolicy(min_interval=0.2, max_interval=5.0)
+    # Tasks that are done before we ask: the first poll moves earlier, down to min_interval, however long the
+    # polls themselves waited for the rate budget (done_by includes that wait).
+    for _ in range(20):
+        poll.observe_task(first_delay=poll.first_delay(), last_pending=None, done_by=3.0)
+    assert poll.first_delay() == pytest.approx(0.2)
+    # Tasks that take about 2 s: PENDING at 1.5 s, done by 2.5 s -> the first poll moves toward 0.9 * 2 s.
+    for _ in range(30):
+        poll.observe_task(first_delay=poll.first_delay(), last_pending=1.5, done_by=2.5)
+    assert poll.first_delay() == pytest.approx(1.8, rel=0.02)

@@ -91,6 +91,25 @@ class PollPolicy:
         with self._lock:
             self._typical = duration if self._typical is None else 0.7 * self._typical + 0.3 * duration
 
+    def observe_task(self, *, first_delay: float, last_pending: float | None, done_by: float) -> None:
+        """Learn from a finished task what it told us, not from how long we took to ask (which includes the
+        time polls waited for the rate budget).
+
+        Args:
+            first_delay: how long we waited before the first poll.
+            last_pending: seconds from creation to the last poll that answered PENDING (None: the first poll
+                already found the task done).
+            done_by: seconds from creation to the poll that found it done.
+        """
+        if last_pending is None:
+            # Done before we first asked: its duration is unknown but shorter, so ask earlier next time.
+            with self._lock:
+                typical = self._typical if self._typical is not None else first_delay / 0.9
+                self._typical = max(self.min_interval, 0.75 * min(typical, first_delay / 0.9))
+            return
+        # It finished between the last PENDING answer and the one that found it done.
+        self.observe((last_pending + done_by) / 2.0)
+
 
 class _AISearchService(ParserEngine):
     service: Literal["document-analyze", "image-analyze"]
@@ -259,7 +278,8 @@ class _AISearchService(ParserEngine):
         origin = source.origin if source is not None else task_id
         started = time.monotonic()
         deadline = started + self.poll.timeout
-        delay = self.poll.first_delay()
+        delay = first = self.poll.first_delay()
+        last_pending: float | None = None
         path = proto.status_path(self.service, self.settings.workspace, self.service_id)
         while True:
             now = time.monotonic()
@@ -267,14 +287,16 @@ class _AISearchService(ParserEngine):
                 # Sleep what is left, poll one last time, then give up.
                 delay = max(0.0, deadline - now)
             await self._sleep(delay)
+            # Polls finish work already paid for: they go ahead of new creates in the rate budget.
             response = await self._transport.request(
-                "GET", path, params={"task_id": task_id}, source=origin, counter=counter
+                "GET", path, params={"task_id": task_id}, source=origin, counter=counter, priority=True
             )
             view = proto.interpret(response.body, default_content_type=self.default_content_type)
             proto.raise_for_status(view, task_id=task_id, source=origin)
             if not view.pending:
-                self.poll.observe(time.monotonic() - started)
+                self.poll.observe_task(first_delay=first, last_pending=last_pending, done_by=time.monotonic() - started)
                 return self._result(source, view, task_id=task_id, request_id=view.request_id or response.request_id)
+            last_pending = time.monotonic() - started
             if time.monotonic() >= deadline:
                 waited = time.monotonic() - started
                 raise TaskTimeoutError(

@@ -279,6 +279,7 @@ class Transport:
         source: str | None,
         counter: CallCounter | None,
         billed: bool = False,
+        priority: bool = False,
     ) -> httpx.Response:
         """Send with rate limit and retries; return a 2xx response (streamed responses are left open).
 
@@ -293,7 +294,8 @@ class Transport:
         what = f"{method} {path}"
         attempt = 0
         while True:
-            stamps = [await limiter.acquire(self._sleep, retry=attempt > 0) for limiter in self.limiters]
+            ahead = priority or attempt > 0
+            stamps = [await limiter.acquire(self._sleep, retry=ahead) for limiter in self.limiters]
             sent = _SentFlag()
             extensions: dict[str, Any] = {"trace": _sent_tracer(self.limiters, stamps, sent)}
             client = self._client()
@@ -379,10 +381,12 @@ class Transport:
         source: str | None = None,
         counter: CallCounter | None = None,
         billed: bool = False,
+        priority: bool = False,
     ) -> Response:
         """One JSON call with retries. Raises an :class:`~aisearch_ingest.errors.APIError` subclass on failure.
 
-        ``billed``: the call costs money once accepted (see :class:`CallCounter` ``unconfirmed``)."""
+        ``billed``: the call costs money once accepted (see :class:`CallCounter` ``unconfirmed``).
+        ``priority``: skip the rate budget's queue of new calls, as retries do (task-status polls)."""
         response = await self._send(
             method,
             path,
@@ -393,6 +397,7 @@ class Transport:
             source=source,
             counter=counter,
             billed=billed,
+            priority=priority,
         )
         body = _decode(response)
         if not isinstance(body, Mapping):
