@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+import samples
 from aisearch_ingest.emulator import Emulator
 from aisearch_ingest.protocol import qwen_tasks
 
@@ -133,6 +134,35 @@ def test_document_analyze_docx_with_output_and_strategy(searchplat: Client) -> N
     assert status.body.result.data.content_type == "html"
     assert "data:image" not in status.body.result.data.content
     assert status.body.usage.semantic_token_count > 0
+
+
+@pytest.mark.parametrize("enable_semantic", [None, False, True])
+def test_document_analyze_pages_and_usage_through_the_sdk(searchplat: Client, enable_semantic: bool | None) -> None:
+    """``data.pages`` (one entry per page, in order) and ``usage`` as the 2.x SDK models them; the SDK's
+    ``semantic_token_count`` is there exactly when ``strategy.enable_semantic`` asked for it."""
+    _needs_backends()
+    markers = ["ALPHA-PAGE-ONE", "BRAVO-PAGE-TWO", "CHARLIE-PAGE-THREE"]
+    pdf = samples.pdf([f"Section {i + 1}. The marker of this page is {m}." for i, m in enumerate(markers)])
+    strategy = None
+    if enable_semantic is not None:
+        strategy = models.CreateDocumentAnalyzeTaskRequestStrategy(enable_semantic=enable_semantic)
+    request = models.CreateDocumentAnalyzeTaskRequest(document=_document(pdf, "markers.pdf"), strategy=strategy)
+    created = searchplat.create_document_analyze_task(WS, "ops-document-analyze-001", request)
+    status = _poll_document(searchplat, "ops-document-analyze-001", created.body.result.task_id)
+    assert status.body.result.status == "SUCCESS", status.body.result.error
+    data = status.body.result.data
+    assert isinstance(data.pages, list) and data.page_num == len(data.pages) == 3
+    for page, marker in zip(data.pages, markers, strict=True):
+        assert marker in page and [m for m in markers if m in page] == [marker]
+        assert page in data.content
+    assert [data.content.find(m) for m in markers] == sorted(data.content.find(m) for m in markers)
+    usage = status.body.usage
+    assert usage.token_count > 0 and usage.table_count == 0 and usage.image_count == 0
+    if enable_semantic:
+        assert isinstance(usage.semantic_token_count, int) and usage.semantic_token_count > 0
+        assert usage.to_map()["semantic_token_count"] == usage.semantic_token_count
+    else:
+        assert usage.semantic_token_count is None and "semantic_token_count" not in usage.to_map()
 
 
 @pytest.mark.parametrize(
