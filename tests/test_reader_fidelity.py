@@ -33,6 +33,8 @@ pytest.importorskip("rapidocr", reason="image/PDF parsing needs the `local` extr
 
 KEY = "test-key-reader"
 DATA = Path(__file__).resolve().parents[1] / "notebooks" / "data"
+#: runs of the throttled scenario spoiled by a throttled status poll are repeated up to this many times
+ATTEMPTS = 5
 INVOICE_MARKERS = ("Invoice No: INV-2024-0815", "Total: EUR 3,310.00", "AquaSense Pro 3 sensor")
 
 
@@ -129,14 +131,19 @@ def test_reader_parses_a_png_on_both_image_services(reader_python: Path, emu: Em
 
 
 def test_reader_retries_throttled_creates_and_finishes(reader_python: Path, emu: Emulator, tmp_path: Path) -> None:
-    """QPS 2 and one worker: each create that follows a finished file's create + poll within the second is a
-    429 ``Throttling.RateQuota``, which the reader sleeps 1 s on and retries. The reader does NOT retry its
-    status poll, so the run is shaped to keep polls under the limit: one worker (concurrent jobs would get
-    polls throttled) and tasks that are done at their first poll (the parses are computed beforehand, through
-    the sync route, so a task is SUCCESS at once; a PENDING first poll would put the next create + poll in the
-    same second as the finishing poll)."""
+    """QPS 2 and one worker: a create that follows a finished file's create + poll within the second is a 429
+    ``Throttling.RateQuota``; the reader sleeps 1 s on it, retries, and reads every file.
+
+    The reader does NOT retry its status poll, so the run is shaped to keep polls under the limit: one worker
+    (concurrent jobs get polls throttled) and tasks done at their first poll (the parses are computed
+    beforehand through the sync route, so a task is SUCCESS as soon as the emulator's parse pool has looked
+    it up). That look-up races the reader's immediate first poll: now and then the poll wins, sees PENDING,
+    and the reader's next create + poll land in the same second as its finishing poll, whose 429 the reader
+    gives up on. Such an attempt proves nothing about create retries either way, so it is run again (at most
+    :data:`ATTEMPTS` times); any other outcome is final."""
+    n = 3
     files = []
-    for i in range(4):
+    for i in range(n):
         path = tmp_path / f"page{i}.png"
         path.write_bytes(png(f"Throttled page {i} OK"))
         files.append(str(path))
@@ -148,17 +155,24 @@ def test_reader_retries_throttled_creates_and_finishes(reader_python: Path, emu:
                 json={"document": {"content": content, "file_name": "warm.png"}},
             )
             assert warm.status_code == 200, warm.text
-    emu.reset()
-    emu.set_qps(2)
-    out = run_reader(reader_python, emu, "image", files, check_interval=1, num_workers=1)
-    stats = emu.stats
-    assert [t.strip() for t in _texts(out)] == [f"Throttled page {i} OK" for i in range(4)]
+    spoiled = []
+    for _attempt in range(ATTEMPTS):
+        emu.reset()
+        emu.set_qps(2)
+        out = run_reader(reader_python, emu, "image", files, check_interval=1, num_workers=1)
+        stats = emu.stats
+        refused_creates = stats.calls_by_route["image-analyze/async"] - stats.tasks_created
+        refused_polls = stats.throttled - refused_creates
+        if "error" in out and out["error"]["code"] == "Throttling.RateQuota" and refused_polls > 0:
+            spoiled.append(stats)
+            continue
+        break
+    assert [t.strip() for t in _texts(out)] == [f"Throttled page {i} OK" for i in range(n)], spoiled
     assert stats.throttled > 0, stats  # the limit really bit
     assert stats.responses_by_status[429] == stats.throttled
-    # every refused call was a create the reader retried: 4 tasks, one create per task plus one per 429
-    assert stats.tasks_created == 4
-    assert stats.calls_by_route["image-analyze/async"] == 4 + stats.throttled
-    assert stats.calls_by_route["image-analyze/task-status"] == stats.responses_by_status[200] - 4
+    # every refused call was a create the reader retried: one create per task plus one per 429
+    assert stats.tasks_created == n and refused_creates == stats.throttled and refused_polls == 0
+    assert stats.calls_by_route["image-analyze/task-status"] == stats.responses_by_status[200] - n
     assert stats.max_calls_in_any_window(1.0) <= 3  # 2 admitted + the one refused create
 
 
