@@ -554,3 +554,74 @@ def test_openai_errors_map_to_sdk_exceptions(openai_client: Any, emu: Emulator) 
     emu.inject(429)
     with pytest.raises(openai.RateLimitError):
         openai_client.chat.completions.create(model="qwen-vl-ocr", messages=_chat("advanced_recognition"))
+
+
+def test_openai_stream_usage_only_when_asked(openai_client: Any) -> None:
+    """OpenAI's ``stream_options.include_usage``: one extra last chunk with ``choices: []`` and the usage, every
+    other chunk ``usage: null``; without it, no usage chunk at all."""
+    _needs_backends()
+    messages = _chat("text_recognition")
+    asked = list(
+        openai_client.chat.completions.create(
+            model="qwen-vl-ocr-latest", messages=messages, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    *content_chunks, last = asked
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens > 0
+    assert content_chunks and all(c.choices and c.usage is None for c in content_chunks)
+    assert content_chunks[-1].choices[0].finish_reason == "stop"
+    assert len({c.id for c in asked}) == 1 and all(c.object == "chat.completion.chunk" for c in asked)
+    text = "".join(c.choices[0].delta.content or "" for c in content_chunks)
+    assert "Invoice No: INV-2024-0815" in text
+
+    plain = list(openai_client.chat.completions.create(model="qwen-vl-ocr-latest", messages=messages, stream=True))
+    assert all(c.choices and c.usage is None for c in plain)
+    assert "".join(c.choices[0].delta.content or "" for c in plain) == text
+
+
+def test_openai_retries_a_qps_429_after_retry_after_ms(emu: Emulator) -> None:
+    """The emulator's own QPS refusal on the compatible route, retried by the openai SDK itself (``max_retries``
+    default 2): it waits what ``retry-after-ms`` says (``_base_client._calculate_retry_timeout`` takes a hint
+    of 0 < s <= 60 as is, no jitter), and the retry is admitted."""
+    _needs_backends()
+    from openai import OpenAI
+
+    seen: list[tuple[float, str, int, str | None]] = []  # (time, "request"/"response", status, retry-after-ms)
+
+    def on_request(request: httpx.Request) -> None:
+        seen.append((time.monotonic(), "request", 0, None))
+
+    def on_response(response: httpx.Response) -> None:
+        seen.append((time.monotonic(), "response", response.status_code, response.headers.get("retry-after-ms")))
+
+    http = httpx.Client(event_hooks={"request": [on_request], "response": [on_response]})
+    client = OpenAI(api_key=KEY, base_url=f"{emu.url}/compatible-mode/v1", http_client=http)
+    messages = _chat("text_recognition")
+    first = client.chat.completions.create(model="qwen-vl-ocr-latest", messages=messages)  # warm, unthrottled
+    seen.clear()
+    emu.reset_stats()
+    emu.set_qps(1)
+    try:
+        client.chat.completions.create(model="qwen-vl-ocr-latest", messages=messages)  # takes the window's slot
+        raw = client.chat.completions.with_raw_response.create(model="qwen-vl-ocr-latest", messages=messages)
+    finally:
+        emu.set_qps(None)
+        http.close()
+    completion = raw.parse()
+    assert raw.retries_taken == 1 and raw.http_response.status_code == 200
+    assert completion.choices[0].message.content == first.choices[0].message.content
+    stats = emu.stats
+    assert stats.throttled == 1 and stats.responses_by_status == {200: 2, 429: 1}
+    assert [(kind, status) for _, kind, status, _ in seen] == [
+        ("request", 0),
+        ("response", 200),
+        ("request", 0),
+        ("response", 429),
+        ("request", 0),
+        ("response", 200),
+    ]
+    hint_ms = seen[3][3]
+    assert hint_ms is not None and 1 <= int(hint_ms) <= 1000
+    waited = seen[4][0] - seen[3][0]
+    assert waited >= int(hint_ms) / 1000 - 0.01, (waited, hint_ms)
