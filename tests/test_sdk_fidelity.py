@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+import samples
 from aisearch_ingest.emulator import Emulator
 from aisearch_ingest.protocol import qwen_tasks
 
@@ -133,6 +134,35 @@ def test_document_analyze_docx_with_output_and_strategy(searchplat: Client) -> N
     assert status.body.result.data.content_type == "html"
     assert "data:image" not in status.body.result.data.content
     assert status.body.usage.semantic_token_count > 0
+
+
+@pytest.mark.parametrize("enable_semantic", [None, False, True])
+def test_document_analyze_pages_and_usage_through_the_sdk(searchplat: Client, enable_semantic: bool | None) -> None:
+    """``data.pages`` (one entry per page, in order) and ``usage`` as the 2.x SDK models them; the SDK's
+    ``semantic_token_count`` is there exactly when ``strategy.enable_semantic`` asked for it."""
+    _needs_backends()
+    markers = ["ALPHA-PAGE-ONE", "BRAVO-PAGE-TWO", "CHARLIE-PAGE-THREE"]
+    pdf = samples.pdf([f"Section {i + 1}. The marker of this page is {m}." for i, m in enumerate(markers)])
+    strategy = None
+    if enable_semantic is not None:
+        strategy = models.CreateDocumentAnalyzeTaskRequestStrategy(enable_semantic=enable_semantic)
+    request = models.CreateDocumentAnalyzeTaskRequest(document=_document(pdf, "markers.pdf"), strategy=strategy)
+    created = searchplat.create_document_analyze_task(WS, "ops-document-analyze-001", request)
+    status = _poll_document(searchplat, "ops-document-analyze-001", created.body.result.task_id)
+    assert status.body.result.status == "SUCCESS", status.body.result.error
+    data = status.body.result.data
+    assert isinstance(data.pages, list) and data.page_num == len(data.pages) == 3
+    for page, marker in zip(data.pages, markers, strict=True):
+        assert marker in page and [m for m in markers if m in page] == [marker]
+        assert page in data.content
+    assert [data.content.find(m) for m in markers] == sorted(data.content.find(m) for m in markers)
+    usage = status.body.usage
+    assert usage.token_count > 0 and usage.table_count == 0 and usage.image_count == 0
+    if enable_semantic:
+        assert isinstance(usage.semantic_token_count, int) and usage.semantic_token_count > 0
+        assert usage.to_map()["semantic_token_count"] == usage.semantic_token_count
+    else:
+        assert usage.semantic_token_count is None and "semantic_token_count" not in usage.to_map()
 
 
 @pytest.mark.parametrize(
@@ -296,6 +326,109 @@ def test_dashscope_key_information_extraction_stream_and_not(dashscope_at: Any) 
     assert merged[-1].output.choices[0].message.content[0]["text"] == item["text"]
 
 
+def _image_url(name: str) -> str:
+    return "data:image/png;base64," + base64.b64encode((DATA / name).read_bytes()).decode()
+
+
+def _fenced(text: str, lang: str) -> str:
+    """The body of a ```lang fenced answer (checked here with plain string tests, not our parser)."""
+    assert text.startswith(f"```{lang}\n") and text.rstrip().endswith("```"), text[:80]
+    return text.rstrip()[len(lang) + 4 : -3]
+
+
+def _check_text_recognition(text: str, ocr_result: Any) -> None:
+    assert not text.startswith("```") and ocr_result is None
+    assert "The history of the lighthouse keepers of the northern coast is a history of patience." in text
+    assert "automated in 1987" in text
+
+
+def _check_multi_lan(text: str, ocr_result: Any) -> None:
+    assert not text.startswith("```") and ocr_result is None
+    assert text.splitlines()[:2] == ["INVOICE", "Invoice No: INV-2024-0815"]
+
+
+def _check_advanced_recognition(text: str, ocr_result: Any) -> None:
+    lines = json.loads(_fenced(text, "json"))
+    assert [line["text"] for line in lines] == [w["text"] for w in ocr_result["words_info"]]
+    assert all(len(line["rotate_rect"]) == 5 for line in lines)
+    _check_words_info(ocr_result)
+    assert "Invoice No: INV-2024-0815" in [w["text"] for w in ocr_result["words_info"]]
+
+
+def _check_key_information_extraction(text: str, ocr_result: Any) -> None:
+    expected = {"Invoice No": "INV-2024-0815", "Total": "EUR 3,310.00"}
+    assert json.loads(_fenced(text, "json")) == ocr_result["kv_result"] == expected
+
+
+def _check_table_parsing(text: str, ocr_result: Any) -> None:
+    html = _fenced(text, "html")
+    assert ocr_result is None and html.strip().startswith("<table>") and html.strip().endswith("</table>")
+    assert "<td>AquaSense Pro 3 sensor</td>" in html and "<td>2,480.00</td>" in html
+    assert html.count("<tr>") == html.count("</tr>") >= 4
+
+
+def _check_document_parsing(text: str, ocr_result: Any) -> None:
+    latex = _fenced(text, "latex")
+    assert ocr_result is None and "\\begin{document}" in latex and "\\end{document}" in latex
+    assert "lighthouse keepers of the northern coast" in latex
+
+
+def _check_formula_recognition(text: str, ocr_result: Any) -> None:
+    assert ocr_result is None and not text.startswith("```")
+    assert text.lstrip().startswith("$$") and text.rstrip().endswith("$$")
+    assert "E = mc^{2}" in text and "a^{2} + b^{2} = c^{2}" in text
+
+
+_TASK_CASES: dict[str, tuple[str, Any]] = {
+    "text_recognition": ("scan_page.png", _check_text_recognition),
+    "multi_lan": ("invoice.png", _check_multi_lan),
+    "advanced_recognition": ("invoice.png", _check_advanced_recognition),
+    "key_information_extraction": ("invoice.png", _check_key_information_extraction),
+    "table_parsing": ("invoice.png", _check_table_parsing),
+    "document_parsing": ("scan_page.png", _check_document_parsing),
+    "formula_recognition": ("formula.png", _check_formula_recognition),
+}
+
+
+def test_every_builtin_task_has_a_case() -> None:
+    assert set(_TASK_CASES) == set(qwen_tasks.TASKS) and len(_TASK_CASES) == 7
+
+
+@pytest.mark.parametrize("task", list(_TASK_CASES))
+def test_dashscope_builtin_task_non_stream_and_stream(dashscope_at: Any, task: str) -> None:
+    """Each of the seven built-in ``ocr_options.task`` values through ``MultiModalConversation.call``: the answer
+    in the task's documented format, then the same answer streamed (``incremental_output=True``: deltas that
+    join to it, ``finish_reason`` "stop" on the last event, ``ocr_result`` on the final event)."""
+    _needs_backends()
+    image, check = _TASK_CASES[task]
+    ocr_options: dict[str, Any] = {"task": task}
+    if task == "key_information_extraction":
+        ocr_options["task_config"] = {"result_schema": SCHEMA}
+    kwargs: dict[str, Any] = {
+        "api_key": KEY,
+        "model": "qwen-vl-ocr-latest",
+        "messages": _messages(_image_url(image)),
+        "ocr_options": ocr_options,
+    }
+    response = dashscope_at.MultiModalConversation.call(**kwargs)
+    assert response.status_code == 200, response.message
+    choice = response.output.choices[0]
+    assert choice.finish_reason == "stop" and choice.message.role == "assistant"
+    item = choice.message.content[0]
+    check(item["text"], item.get("ocr_result"))
+    assert response.usage["output_tokens"] > 0 and response.usage["image_tokens"] > 0
+
+    events = list(dashscope_at.MultiModalConversation.call(stream=True, incremental_output=True, **kwargs))
+    assert len(events) >= 2 and all(e.status_code == 200 for e in events)
+    assert "".join(e.output.choices[0].message.content[0]["text"] for e in events) == item["text"]
+    assert [e.output.choices[0].finish_reason for e in events][-1] == "stop"
+    assert all(e.output.choices[0].finish_reason in (None, "null") for e in events[:-1])
+    final = events[-1].output.choices[0].message.content[0]
+    assert final.get("ocr_result") == item.get("ocr_result")
+    assert events[-1].usage["output_tokens"] == response.usage["output_tokens"]
+    assert len({e.request_id for e in events}) == 1
+
+
 def test_dashscope_local_file_goes_through_the_upload_path(dashscope_at: Any, emu: Emulator, tmp_path: Path) -> None:
     _needs_backends()
     path = tmp_path / "scan.png"
@@ -307,6 +440,25 @@ def test_dashscope_local_file_goes_through_the_upload_path(dashscope_at: Any, em
     assert "INV-2024-0815" in response.output.choices[0].message.content[0]["text"]
     routes = dict(emu.stats.calls_by_route)
     assert routes["dashscope/uploads"] == 1 and routes["emulator/oss-upload"] == 1
+
+    # streamed, with a built-in task, from a file:// URI and from a plain path (the SDK uploads both)
+    for image in (f"file://{path}", str(path)):
+        events = list(
+            dashscope_at.MultiModalConversation.call(
+                api_key=KEY,
+                model="qwen-vl-ocr-latest",
+                messages=_messages(image),
+                ocr_options={"task": "key_information_extraction", "task_config": {"result_schema": SCHEMA}},
+                stream=True,
+                incremental_output=True,
+            )
+        )
+        assert all(e.status_code == 200 for e in events) and events[-1].output.choices[0].finish_reason == "stop"
+        final = events[-1].output.choices[0].message.content[0]
+        assert final["ocr_result"]["kv_result"] == {"Invoice No": "INV-2024-0815", "Total": "EUR 3,310.00"}
+    routes = dict(emu.stats.calls_by_route)
+    assert routes["dashscope/uploads"] == routes["emulator/oss-upload"] == 3
+    assert routes["dashscope/generation"] == 3
 
 
 def test_dashscope_errors_are_responses_not_exceptions(dashscope_at: Any, emu: Emulator) -> None:
@@ -402,3 +554,74 @@ def test_openai_errors_map_to_sdk_exceptions(openai_client: Any, emu: Emulator) 
     emu.inject(429)
     with pytest.raises(openai.RateLimitError):
         openai_client.chat.completions.create(model="qwen-vl-ocr", messages=_chat("advanced_recognition"))
+
+
+def test_openai_stream_usage_only_when_asked(openai_client: Any) -> None:
+    """OpenAI's ``stream_options.include_usage``: one extra last chunk with ``choices: []`` and the usage, every
+    other chunk ``usage: null``; without it, no usage chunk at all."""
+    _needs_backends()
+    messages = _chat("text_recognition")
+    asked = list(
+        openai_client.chat.completions.create(
+            model="qwen-vl-ocr-latest", messages=messages, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    *content_chunks, last = asked
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens > 0
+    assert content_chunks and all(c.choices and c.usage is None for c in content_chunks)
+    assert content_chunks[-1].choices[0].finish_reason == "stop"
+    assert len({c.id for c in asked}) == 1 and all(c.object == "chat.completion.chunk" for c in asked)
+    text = "".join(c.choices[0].delta.content or "" for c in content_chunks)
+    assert "Invoice No: INV-2024-0815" in text
+
+    plain = list(openai_client.chat.completions.create(model="qwen-vl-ocr-latest", messages=messages, stream=True))
+    assert all(c.choices and c.usage is None for c in plain)
+    assert "".join(c.choices[0].delta.content or "" for c in plain) == text
+
+
+def test_openai_retries_a_qps_429_after_retry_after_ms(emu: Emulator) -> None:
+    """The emulator's own QPS refusal on the compatible route, retried by the openai SDK itself (``max_retries``
+    default 2): it waits what ``retry-after-ms`` says (``_base_client._calculate_retry_timeout`` takes a hint
+    of 0 < s <= 60 as is, no jitter), and the retry is admitted."""
+    _needs_backends()
+    from openai import OpenAI
+
+    seen: list[tuple[float, str, int, str | None]] = []  # (time, "request"/"response", status, retry-after-ms)
+
+    def on_request(request: httpx.Request) -> None:
+        seen.append((time.monotonic(), "request", 0, None))
+
+    def on_response(response: httpx.Response) -> None:
+        seen.append((time.monotonic(), "response", response.status_code, response.headers.get("retry-after-ms")))
+
+    http = httpx.Client(event_hooks={"request": [on_request], "response": [on_response]})
+    client = OpenAI(api_key=KEY, base_url=f"{emu.url}/compatible-mode/v1", http_client=http)
+    messages = _chat("text_recognition")
+    first = client.chat.completions.create(model="qwen-vl-ocr-latest", messages=messages)  # warm, unthrottled
+    seen.clear()
+    emu.reset_stats()
+    emu.set_qps(1)
+    try:
+        client.chat.completions.create(model="qwen-vl-ocr-latest", messages=messages)  # takes the window's slot
+        raw = client.chat.completions.with_raw_response.create(model="qwen-vl-ocr-latest", messages=messages)
+    finally:
+        emu.set_qps(None)
+        http.close()
+    completion = raw.parse()
+    assert raw.retries_taken == 1 and raw.http_response.status_code == 200
+    assert completion.choices[0].message.content == first.choices[0].message.content
+    stats = emu.stats
+    assert stats.throttled == 1 and stats.responses_by_status == {200: 2, 429: 1}
+    assert [(kind, status) for _, kind, status, _ in seen] == [
+        ("request", 0),
+        ("response", 200),
+        ("request", 0),
+        ("response", 429),
+        ("request", 0),
+        ("response", 200),
+    ]
+    hint_ms = seen[3][3]
+    assert hint_ms is not None and 1 <= int(hint_ms) <= 1000
+    waited = seen[4][0] - seen[3][0]
+    assert waited >= int(hint_ms) / 1000 - 0.01, (waited, hint_ms)
