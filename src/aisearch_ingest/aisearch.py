@@ -127,7 +127,7 @@ class _AISearchService(ParserEngine):
         service_id: str | None = None,
         route: Route = "auto",
         qps: float | None = None,
-        max_concurrency: int = 10,
+        max_concurrency: int | None = None,
         max_retries: int = 5,
         timeout: float = 900.0,
         request_timeout: float = 60.0,
@@ -356,7 +356,9 @@ class DocumentAnalyzer(_AISearchService):
             on 429 and climbs back to the ceiling. ``0`` disables rate limiting.
         rate_limiter: a :class:`~aisearch_ingest.ratelimit.RateLimiter` to use as the endpoint budget instead
             (to share one budget by hand, e.g. across endpoints of one account).
-        max_concurrency: files in flight at once in ``parse_many``.
+        max_concurrency: files in flight at once in ``parse_many``; default None: as many as keep the rate budget
+            busy (the budget's rate over the calls per file, times the service's time per file, learned as files
+            finish; 10 at first, at most 64).
         max_retries: retries per HTTP call for 429/5xx/connection errors.
         timeout: overall deadline per task in seconds.
         request_timeout: timeout of one HTTP exchange.

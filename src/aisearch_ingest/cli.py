@@ -57,7 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--include-headings", action="store_true", help="prefix each chunk with its breadcrumb")
     ingest.add_argument("--glob", default="**/*", help="files to take from directories (default: %(default)s)")
     ingest.add_argument("--offline", action="store_true", help="start the built-in emulator and use it (no key)")
-    ingest.add_argument("--concurrency", type=int, default=10, help="files in flight per service")
+    ingest.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="files in flight per service (default: as many as keep the rate budget busy, learned as files finish)",
+    )
     ingest.add_argument(
         "--qps",
         type=float,

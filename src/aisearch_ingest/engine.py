@@ -10,7 +10,9 @@ service object (anyio's blocking portal), so they never call ``asyncio.run()`` o
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import math
 import os
 import queue
 import sqlite3
@@ -108,6 +110,70 @@ class _Portal:
                 loop.close()
 
 
+#: The most sources ``parse_many`` keeps in flight on its own (a user's ``max_concurrency`` may go higher).
+MAX_CONCURRENCY = 64
+_DEFAULT_IN_FLIGHT = 10
+
+
+class _Flow:
+    """What the engine learned about one client's sources: service time and calls per source (moving averages)."""
+
+    def __init__(self) -> None:
+        self.service_time: float | None = None
+        self.calls: float | None = None
+        self._lock = threading.Lock()
+
+    def observe(self, service_time: float, calls: int) -> None:
+        if calls <= 0:
+            return  # a cache hit says nothing about the service
+        with self._lock:
+            t = max(0.0, service_time)
+            self.service_time = t if self.service_time is None else 0.8 * self.service_time + 0.2 * t
+            self.calls = calls if self.calls is None else 0.8 * self.calls + 0.2 * calls
+
+    def target(self, rate: float | None) -> int:
+        with self._lock:
+            service_time, calls = self.service_time, self.calls
+        if rate is None or service_time is None or calls is None:
+            return _DEFAULT_IN_FLIGHT
+        needed = 1.25 * rate / max(calls, 1.0) * service_time + 2
+        return max(2, min(MAX_CONCURRENCY, math.ceil(needed)))
+
+
+class _Gate:
+    """A semaphore whose size can change while it is held (one event loop)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self.active = 0
+        self._waiters: collections.deque[anyio.Event] = collections.deque()
+
+    async def acquire(self) -> None:
+        while self.active >= self.size:
+            event = anyio.Event()
+            self._waiters.append(event)
+            try:
+                await event.wait()
+            except BaseException:
+                self._wake()  # a cancelled waiter may have been woken: pass its turn on
+                raise
+        self.active += 1
+
+    def release(self) -> None:
+        self.active -= 1
+        self._wake()
+
+    def resize(self, size: int) -> None:
+        self.size = max(1, size)
+        self._wake()
+
+    def _wake(self) -> None:
+        free = self.size - self.active
+        while free > 0 and self._waiters:
+            self._waiters.popleft().set()
+            free -= 1
+
+
 class ParserEngine(ABC):
     """Base of every service client: implement :meth:`_prepare` and :meth:`_aparse_source`.
 
@@ -128,10 +194,14 @@ class ParserEngine(ABC):
     #: ``document-analyze``, ``image-analyze`` or ``qwen-ocr``
     service: str = ""
 
-    def __init__(self, *, max_concurrency: int = 10, cache: ResultCache | str | os.PathLike[str] | None = None) -> None:
-        if max_concurrency < 1:
-            raise ValueError("max_concurrency must be at least 1")
+    def __init__(
+        self, *, max_concurrency: int | None = None, cache: ResultCache | str | os.PathLike[str] | None = None
+    ) -> None:
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1 (or None: as many as keep the rate budget busy)")
+        #: A fixed number of sources in flight, or None: adaptive (see :meth:`concurrency_target`).
         self.max_concurrency = max_concurrency
+        self._flow = _Flow()
         self._portal = _Portal()
         self._cache: ResultCache | None = None
         self._owns_cache = False
@@ -265,6 +335,7 @@ class ParserEngine(ABC):
         result.latency = time.monotonic() - started
         result.calls = counter.calls
         result.possibly_billed_twice = counter.unconfirmed
+        self._flow.observe(result.latency - counter.waited, counter.calls)
         if key is not None and self._cache is not None:
             # Stores the result and forgets its in-flight task in one transaction.
             await self._cache_call("write", self._cache.put, key, result)
@@ -287,16 +358,15 @@ class ParserEngine(ABC):
         """
         items = list(expand_inputs(sources))
         total = len(items)
-        limit = anyio.Semaphore(max_concurrency or self.max_concurrency)
+        fixed = max_concurrency or self.max_concurrency
+        gate = _Gate(fixed or self.concurrency_target())
         send, receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=total or 1)
         done = 0
         failed = anyio.Event()
 
         async def run_one(item: SourceLike) -> None:
             origin = _origin_of(item)
-            async with limit:
-                if stop_on_error and failed.is_set():
-                    return
+            try:
                 try:
                     prepared = self._prepare(item)
                     origin = prepared.origin
@@ -310,13 +380,22 @@ class ParserEngine(ABC):
                     err = APIConnectionError(f"{origin}: unexpected {type(exc).__name__}: {exc}", source=origin)
                     err.__cause__ = exc
                     outcome = Outcome(origin, error=err)
+            finally:
+                if not fixed:
+                    gate.resize(self.concurrency_target())
+                gate.release()
             if outcome.error is not None:
                 failed.set()
             await send.send(outcome)
 
         async def produce() -> None:
+            # A source becomes a task only when it may start: a batch of any size holds only what is in flight.
             async with send, anyio.create_task_group() as tg:
                 for item in items:
+                    await gate.acquire()
+                    if stop_on_error and failed.is_set():
+                        gate.release()
+                        break
                     tg.start_soon(run_one, item)
 
         async with anyio.create_task_group() as tg:
@@ -327,6 +406,18 @@ class ParserEngine(ABC):
                     if on_progress is not None:
                         on_progress(done, total, outcome)
                     yield outcome
+
+    def concurrency_target(self) -> int:
+        """How many sources ``parse_many`` keeps in flight when ``max_concurrency`` is None.
+
+        Little's law: enough to keep the rate budget busy -- the sources per second it allows (its current rate over
+        the calls one source takes) times how long the service takes with one (the time spent waiting for the
+        budget left out, else the estimate would feed on itself) -- with a 25 % margin plus two, between
+        2 and :data:`MAX_CONCURRENCY`. Before anything is learned, and when no budget limits this client: 10.
+        """
+        budget = getattr(self, "rate_limiter", None)
+        rate = budget.rate if budget is not None else None
+        return self._flow.target(rate)
 
     # -- blocking API --------------------------------------------------------------------------------------------
 

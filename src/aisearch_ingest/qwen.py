@@ -150,7 +150,8 @@ class QwenOCR(ParserEngine):
         qps: the ceiling in calls per second (default 10). The pace is set by one adaptive budget per endpoint and
             key, shared by every client of it in this process: it slows down on 429 and climbs back to the ceiling.
             ``0`` disables rate limiting.
-        max_concurrency: files in flight in ``parse_many``, and page calls in flight per file.
+        max_concurrency: files in flight in ``parse_many`` (default: as many as keep the rate budget busy, learned
+            as files finish), and page calls in flight per file (default 10).
         max_retries: retries per call on 429, 5xx and connection errors (before a stream starts).
         request_timeout: timeout of one HTTP exchange (for a stream: between two reads).
         http_client_factory: builds the ``httpx.AsyncClient`` (proxies, TLS...).
@@ -197,7 +198,7 @@ class QwenOCR(ParserEngine):
         on_delta: Callable[[str], None] | None = None,
         pdf_dpi: int = DEFAULT_DPI,
         qps: float | None = None,
-        max_concurrency: int = 10,
+        max_concurrency: int | None = None,
         max_retries: int = 5,
         request_timeout: float = 120.0,
         http_client_factory: Callable[[], httpx.AsyncClient] | None = None,
@@ -444,7 +445,7 @@ class QwenOCR(ParserEngine):
             relay = _OrderedRelay(self.on_delta, numbers) if (self.stream and self.on_delta) else None
             answers: dict[int, proto.OcrAnswer] = {}
             errors: list[BaseException] = []
-            slots = anyio.Semaphore(self.max_concurrency)
+            slots = anyio.Semaphore(self.max_concurrency or 10)
 
             async with anyio.create_task_group() as tg:
 

@@ -72,12 +72,14 @@ class CallCounter:
     the duplicate cannot be avoided, only counted and reported.
     """
 
-    __slots__ = ("calls", "retries", "unconfirmed")
+    __slots__ = ("calls", "retries", "unconfirmed", "waited")
 
     def __init__(self) -> None:
         self.calls = 0
         self.retries = 0
         self.unconfirmed = 0
+        #: seconds spent waiting for the rate budget and for retry backoffs (not the service's own time)
+        self.waited = 0.0
 
 
 @dataclass
@@ -242,7 +244,13 @@ class Transport:
     # -- the retry loop ------------------------------------------------------------------------------------------
 
     async def _wait_for_retry(
-        self, attempt: int, hint: float | None, what: str, source: str | None, error: Exception
+        self,
+        attempt: int,
+        hint: float | None,
+        what: str,
+        source: str | None,
+        error: Exception,
+        counter: CallCounter | None = None,
     ) -> bool:
         """Sleep before retry number ``attempt + 1``; False when no retry should happen."""
         if attempt >= self.retry.max_retries:
@@ -264,6 +272,8 @@ class Transport:
             self.retry.max_retries,
             delay,
         )
+        if counter is not None:
+            counter.waited += delay
         await self._sleep(delay)
         return True
 
@@ -295,7 +305,10 @@ class Transport:
         attempt = 0
         while True:
             ahead = priority or attempt > 0
+            queued = time.monotonic()
             stamps = [await limiter.acquire(self._sleep, retry=ahead) for limiter in self.limiters]
+            if counter is not None:
+                counter.waited += time.monotonic() - queued
             sent = _SentFlag()
             extensions: dict[str, Any] = {"trace": _sent_tracer(self.limiters, stamps, sent)}
             client = self._client()
@@ -313,7 +326,7 @@ class Transport:
                 self._feedback(stamps, throttled=False, failed=True)
                 self._lost_answer(billed and sent.done, counter, what, source)
                 err: Exception = APITimeoutError(f"{what} timed out: {type(exc).__name__}", source=source)
-                if await self._wait_for_retry(attempt, None, what, source, err):
+                if await self._wait_for_retry(attempt, None, what, source, err, counter):
                     attempt += 1
                     continue
                 raise err from exc
@@ -323,7 +336,7 @@ class Transport:
                 err = APIConnectionError(
                     f"{what}: connection error ({type(exc).__name__}: {exc})".rstrip(": "), source=source
                 )
-                if await self._wait_for_retry(attempt, None, what, source, err):
+                if await self._wait_for_retry(attempt, None, what, source, err, counter):
                     attempt += 1
                     continue
                 raise err from exc
@@ -346,7 +359,7 @@ class Transport:
             retryable = (response.status_code in RETRY_STATUSES or response.status_code >= 500) and (
                 response.headers.get("x-should-retry", "").lower() != "false"
             )
-            if retryable and await self._wait_for_retry(attempt, hint, what, source, status_error):
+            if retryable and await self._wait_for_retry(attempt, hint, what, source, status_error, counter):
                 attempt += 1
                 continue
             raise status_error
