@@ -262,16 +262,73 @@ def test_one_budget_per_endpoint_and_credential() -> None:
 # --- learning when to poll
 
 
-def test_poll_policy_learns_task_time_not_queue_time() -> None:
+def test_poll_policy_learns_task_time_per_size() -> None:
     from aisearch_ingest import PollPolicy
 
-    poll = PollPolicy(min_interval=0.2, max_interval=5.0)
-    # Tasks that are done before we ask: the first poll moves earlier, down to min_interval, however long the
-    # polls themselves waited for the rate budget (done_by includes that wait).
+    poll = PollPolicy(min_interval=0.2, max_interval=30.0)
+    assert poll.predict(1000) is None and poll.first_delay(1000) == pytest.approx(0.2)
+    # Tasks that are always done by the first poll: the first poll moves earlier, down to min_interval.
+    for _ in range(40):
+        first = poll.first_delay(1000)
+        poll.observe_task(first_delay=first, last_pending=None, done_by=first)
+    assert poll.first_delay(1000) == pytest.approx(0.2)
+    # Tasks of 1 s + 1 s per MB: learned from the PENDING/done intervals, the first poll lands just after the end.
+    poll = PollPolicy(min_interval=0.2, max_interval=30.0)
+    for i in range(60):
+        size = (i % 6 + 1) * 1_000_000
+        true = 1.0 + size / 1e6
+        poll.observe_task(first_delay=0.2, last_pending=true - 0.1, done_by=true + 0.1, size=size)
+    assert poll.predict(2_000_000) == pytest.approx(3.0, rel=0.02)
+    assert poll.predict(6_000_000) == pytest.approx(7.0, rel=0.02)
+    assert 7.0 < poll.first_delay(6_000_000) < 7.0 * 1.1
+    # Still pending after the predicted end: short, growing waits (a tenth of the prediction, then x factor).
+    late = [poll.delay(7.6, 6_000_000, previous=7.6, late=k) for k in range(3)]
+    assert late == pytest.approx([0.7, 1.12, 1.792], rel=0.03)
+
+
+# --- how many sources in flight
+
+
+def test_in_flight_follows_littles_law() -> None:
+    from aisearch_ingest.engine import MAX_CONCURRENCY, _Flow
+
+    flow = _Flow()
+    assert flow.target(10.0, initial=64) == 64  # nothing learned yet
+    assert flow.target(None, initial=64) == 10  # no budget: the fixed default
     for _ in range(20):
-        poll.observe_task(first_delay=poll.first_delay(), last_pending=None, done_by=3.0)
-    assert poll.first_delay() == pytest.approx(0.2)
-    # Tasks that take about 2 s: PENDING at 1.5 s, done by 2.5 s -> the first poll moves toward 0.9 * 2 s.
-    for _ in range(30):
-        poll.observe_task(first_delay=poll.first_delay(), last_pending=1.5, done_by=2.5)
-    assert poll.first_delay() == pytest.approx(1.8, rel=0.02)
+        flow.observe(5.0, 2)  # async tasks: 5 s of service time, 2 calls each
+    # 10 calls/s allow 5 sources/s; each takes 5 s: 25 busy at once, doubled plus two
+    assert flow.target(10.0) == 52
+    assert flow.target(1.0) == 7  # the budget learned a lower rate: fewer in flight
+    for _ in range(60):
+        flow.observe(0.1, 1)  # quick sync calls: 10 per second, 0.1 s each -> 1 busy, doubled plus two
+    assert 4 <= flow.target(10.0) <= 5
+    flow.observe(1000.0, 1)
+    assert flow.target(10.0) == MAX_CONCURRENCY
+
+
+async def test_gate_can_grow_and_shrink_while_held() -> None:
+    import anyio
+
+    from aisearch_ingest.engine import _Gate
+
+    gate = _Gate(2)
+    await gate.acquire()
+    await gate.acquire()
+    entered = []
+
+    async def third() -> None:
+        await gate.acquire()
+        entered.append(True)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(third)
+        await anyio.sleep(0.01)
+        assert entered == []  # full
+        gate.resize(3)  # room for one more: the waiter gets in
+        await anyio.sleep(0.01)
+        assert entered == [True]
+    gate.resize(1)
+    gate.release()
+    gate.release()
+    assert gate.active == 1  # shrinking never evicts; it only stops new entries

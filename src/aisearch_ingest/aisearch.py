@@ -49,8 +49,14 @@ Route = Literal["auto", "async", "sync"]
 
 
 class PollPolicy:
-    """When to poll a pending task: the first poll after about the time tasks of this client usually take (learned
-    as they finish), then intervals growing by ``factor`` up to ``max_interval``, all under one deadline.
+    """When to poll a pending task: where it is likely done, learned per client from the tasks that finished.
+
+    A task's duration is modelled as ``a + b · size`` (bytes sent): each finished task tells that it ended between
+    the last poll that answered PENDING and the one that found it done, and a least-squares fit with forgetting
+    (weight 0.9 per task) follows those midpoints. The first poll goes just after the predicted end; a task still
+    pending then is polled at short, growing intervals (from a tenth of the prediction, ``× factor``, up to
+    ``max_interval``). Until anything is learned: ``min_interval``, then ``× factor``. Everything runs under one
+    deadline.
 
     Args:
         min_interval: shortest wait between polls (seconds).
@@ -58,6 +64,9 @@ class PollPolicy:
         factor: growth of the interval after each pending answer.
         timeout: overall deadline per task, from its creation.
     """
+
+    #: How far past the predicted end the first poll goes.
+    SLACK = 1.08
 
     def __init__(
         self,
@@ -73,42 +82,83 @@ class PollPolicy:
         self.max_interval = max_interval
         self.factor = factor
         self.timeout = timeout
-        self._typical: float | None = None
         self._lock = threading.Lock()
+        # Weighted sums of the fit: weight, x, y, x², xy (x in MB).
+        self._w = self._sx = self._sy = self._sxx = self._sxy = 0.0
+        self._pending_age = 0.0  # the oldest age at which a task was seen PENDING, before any finished
 
-    def first_delay(self) -> float:
+    def __repr__(self) -> str:
+        return (
+            f"PollPolicy(min_interval={self.min_interval}, max_interval={self.max_interval}, factor={self.factor}, "
+            f"timeout={self.timeout})"
+        )
+
+    def predict(self, size: int = 0) -> float | None:
+        """The expected duration of a task for ``size`` bytes, or None before any task finished."""
         with self._lock:
-            typical = self._typical
-        if typical is None:
-            return self.min_interval
-        return min(self.max_interval, max(self.min_interval, 0.9 * typical))
+            w, sx, sy, sxx, sxy = self._w, self._sx, self._sy, self._sxx, self._sxy
+        if w <= 0:
+            return None
+        mean_x, mean_y = sx / w, sy / w
+        var = sxx / w - mean_x * mean_x
+        if var <= 1e-12 * max(1.0, mean_x * mean_x):
+            return max(0.0, mean_y)
+        slope = max(0.0, (sxy / w - mean_x * mean_y) / var)  # bigger inputs never take less time
+        return max(0.0, mean_y + slope * (size / 1e6 - mean_x))
+
+    def first_delay(self, size: int = 0) -> float:
+        """The wait before the first poll of a task of ``size`` bytes."""
+        return self.delay(0.0, size, previous=0.0, late=0)
+
+    def delay(self, elapsed: float, size: int, *, previous: float, late: int) -> float:
+        """The wait before the next poll.
+
+        Args:
+            elapsed: seconds since the task was created.
+            size: bytes sent.
+            previous: the last wait (0 before the first poll).
+            late: PENDING answers already received after the predicted end.
+        """
+        predicted = self.predict(size)
+        if predicted is None:
+            wait = self.min_interval if previous <= 0 else previous * self.factor
+            with self._lock:
+                floor = self._pending_age
+            wait = max(wait, floor * self.SLACK - elapsed)  # another task was still pending at that age
+        elif late == 0 and elapsed + self.min_interval <= predicted * self.SLACK:
+            wait = predicted * self.SLACK - elapsed
+        else:
+            wait = 0.1 * predicted * self.factor**late
+        return min(self.max_interval, max(self.min_interval, wait))
 
     def next_delay(self, previous: float) -> float:
         return min(self.max_interval, max(self.min_interval, previous * self.factor))
 
-    def observe(self, duration: float) -> None:
-        """Learn from a finished task's duration (exponential moving average)."""
+    def observe(self, duration: float, size: int = 0) -> None:
+        """Learn that a task of ``size`` bytes took about ``duration`` seconds."""
+        x, y = size / 1e6, max(0.0, duration)
         with self._lock:
-            self._typical = duration if self._typical is None else 0.7 * self._typical + 0.3 * duration
+            k = 0.9
+            self._w = k * self._w + 1.0
+            self._sx = k * self._sx + x
+            self._sy = k * self._sy + y
+            self._sxx = k * self._sxx + x * x
+            self._sxy = k * self._sxy + x * y
 
-    def observe_task(self, *, first_delay: float, last_pending: float | None, done_by: float) -> None:
-        """Learn from a finished task what it told us, not from how long we took to ask (which includes the
-        time polls waited for the rate budget).
-
-        Args:
-            first_delay: how long we waited before the first poll.
-            last_pending: seconds from creation to the last poll that answered PENDING (None: the first poll
-                already found the task done).
-            done_by: seconds from creation to the poll that found it done.
-        """
+    def observe_task(self, *, first_delay: float, last_pending: float | None, done_by: float, size: int = 0) -> None:
+        """Learn from a finished task what it told us: it ended after ``last_pending`` (seconds from its creation
+        to the last PENDING answer; None: the first poll found it done) and by ``done_by``."""
         if last_pending is None:
-            # Done before we first asked: its duration is unknown but shorter, so ask earlier next time.
-            with self._lock:
-                typical = self._typical if self._typical is not None else first_delay / 0.9
-                self._typical = max(self.min_interval, 0.75 * min(typical, first_delay / 0.9))
-            return
-        # It finished between the last PENDING answer and the one that found it done.
-        self.observe((last_pending + done_by) / 2.0)
+            # Only an upper bound: "a little before" drifts the prediction down slowly until a poll comes too early.
+            self.observe(0.9 * done_by, size)
+        else:
+            self.observe((last_pending + done_by) / 2.0, size)
+
+    def observe_pending(self, age: float) -> None:
+        """A task was still PENDING ``age`` seconds after its creation. Before any task has finished, the tasks in
+        flight then skip polls they know would be too early."""
+        with self._lock:
+            self._pending_age = max(self._pending_age, age)
 
 
 class _AISearchService(ParserEngine):
@@ -166,6 +216,11 @@ class _AISearchService(ParserEngine):
             f"{type(self).__name__}(endpoint={self.settings.base_url!r}, workspace={self.settings.workspace!r}, "
             f"service_id={self.service_id!r}, route={self.route!r})"
         )
+
+    def _initial_in_flight(self) -> int:
+        # An async task mostly waits on the service: keep enough in flight that the rate budget, not the count of
+        # files, is what binds from the start (each file in flight holds its bytes: at most 32 x 8 MB).
+        return 64 if self.effective_route == "async" else super()._initial_in_flight()
 
     @property
     def effective_route(self) -> Literal["async", "sync"]:
@@ -276,10 +331,13 @@ class _AISearchService(ParserEngine):
     ) -> ParseResult:
         """Poll an existing task until it ends (use it to resume after a :class:`TaskTimeoutError`)."""
         origin = source.origin if source is not None else task_id
+        counter = counter if counter is not None else CallCounter()
         started = time.monotonic()
         deadline = started + self.poll.timeout
-        delay = first = self.poll.first_delay()
+        size = source.size if source is not None else 0
+        delay = first = self.poll.first_delay(size)
         last_pending: float | None = None
+        late = 0  # PENDING answers at or after the predicted end
         path = proto.status_path(self.service, self.settings.workspace, self.service_id)
         while True:
             now = time.monotonic()
@@ -288,15 +346,25 @@ class _AISearchService(ParserEngine):
                 delay = max(0.0, deadline - now)
             await self._sleep(delay)
             # Polls finish work already paid for: they go ahead of new creates in the rate budget.
+            asked, waited = time.monotonic(), counter.waited
             response = await self._transport.request(
-                "GET", path, params={"task_id": task_id}, source=origin, counter=counter, priority=True
+                "GET", path, params={"task_id": task_id}, source=origin, counter=counter
             )
+            # When the service saw this poll: after any wait for the rate budget (not when the answer came back,
+            # or the learned duration would grow with the queue).
+            seen = asked + (counter.waited - waited) - started
             view = proto.interpret(response.body, default_content_type=self.default_content_type)
             proto.raise_for_status(view, task_id=task_id, source=origin)
             if not view.pending:
-                self.poll.observe_task(first_delay=first, last_pending=last_pending, done_by=time.monotonic() - started)
+                self.poll.observe_task(first_delay=first, last_pending=last_pending, done_by=seen, size=size)
+                counter.task_time = (last_pending + seen) / 2 if last_pending is not None else 0.9 * seen
                 return self._result(source, view, task_id=task_id, request_id=view.request_id or response.request_id)
-            last_pending = time.monotonic() - started
+            last_pending = seen
+            self.poll.observe_pending(seen)
+            elapsed = time.monotonic() - started
+            predicted = self.poll.predict(size)
+            if predicted is not None and elapsed >= predicted * self.poll.SLACK - self.poll.min_interval:
+                late += 1
             if time.monotonic() >= deadline:
                 waited = time.monotonic() - started
                 raise TaskTimeoutError(
@@ -306,7 +374,7 @@ class _AISearchService(ParserEngine):
                     waited=waited,
                     source=origin,
                 )
-            delay = self.poll.next_delay(delay)
+            delay = self.poll.delay(elapsed, size, previous=delay, late=late - 1 if late else 0)
 
     def _result(
         self, source: Source | None, view: proto.StatusView, *, task_id: str | None, request_id: str | None

@@ -129,14 +129,17 @@ class _Flow:
         with self._lock:
             t = max(0.0, service_time)
             self.service_time = t if self.service_time is None else 0.8 * self.service_time + 0.2 * t
-            self.calls = calls if self.calls is None else 0.8 * self.calls + 0.2 * calls
+            # Calls per source fall quickly once polling has learned the task times: follow them fast.
+            self.calls = calls if self.calls is None else 0.5 * self.calls + 0.5 * calls
 
-    def target(self, rate: float | None) -> int:
+    def target(self, rate: float | None, initial: int = _DEFAULT_IN_FLIGHT) -> int:
         with self._lock:
             service_time, calls = self.service_time, self.calls
-        if rate is None or service_time is None or calls is None:
+        if rate is None:
             return _DEFAULT_IN_FLIGHT
-        needed = 1.25 * rate / max(calls, 1.0) * service_time + 2
+        if service_time is None or calls is None:
+            return initial
+        needed = 2.0 * rate / max(calls, 1.0) * service_time + 2
         return max(2, min(MAX_CONCURRENCY, math.ceil(needed)))
 
 
@@ -335,7 +338,9 @@ class ParserEngine(ABC):
         result.latency = time.monotonic() - started
         result.calls = counter.calls
         result.possibly_billed_twice = counter.unconfirmed
-        self._flow.observe(result.latency - counter.waited, counter.calls)
+        # The service's own time: waiting for the budget left out, but not the task's processing (which the waits
+        # may have overlapped).
+        self._flow.observe(max(result.latency - counter.waited, counter.task_time or 0.0), counter.calls)
         if key is not None and self._cache is not None:
             # Stores the result and forgets its in-flight task in one transaction.
             await self._cache_call("write", self._cache.put, key, result)
@@ -417,7 +422,12 @@ class ParserEngine(ABC):
         """
         budget = getattr(self, "rate_limiter", None)
         rate = budget.rate if budget is not None else None
-        return self._flow.target(rate)
+        return self._flow.target(rate, self._initial_in_flight())
+
+    def _initial_in_flight(self) -> int:
+        """Sources in flight before anything is learned (services whose sources mostly wait on the service, such
+        as async tasks, start wider)."""
+        return _DEFAULT_IN_FLIGHT
 
     # -- blocking API --------------------------------------------------------------------------------------------
 

@@ -72,7 +72,7 @@ class CallCounter:
     the duplicate cannot be avoided, only counted and reported.
     """
 
-    __slots__ = ("calls", "retries", "unconfirmed", "waited")
+    __slots__ = ("calls", "retries", "task_time", "unconfirmed", "waited")
 
     def __init__(self) -> None:
         self.calls = 0
@@ -80,6 +80,8 @@ class CallCounter:
         self.unconfirmed = 0
         #: seconds spent waiting for the rate budget and for retry backoffs (not the service's own time)
         self.waited = 0.0
+        #: how long the service worked on an async task (estimated from the polls), when there was one
+        self.task_time: float | None = None
 
 
 @dataclass

@@ -269,6 +269,9 @@ class Server(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a client opening dozens of connections at once overflowed it, and
+    # Linux then resets connections whose request was already written -- a failure no real gateway shows.
+    request_queue_size = 1024
 
     def __init__(self, host: str, port: int, app: Callable[[Request], Reply], stopping: threading.Event) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
