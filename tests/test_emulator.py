@@ -977,3 +977,22 @@ def _no_proxy_env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+def test_finished_tasks_expire_so_memory_does_not_grow(emu: Emulator, client: httpx.Client) -> None:
+    body = {
+        "document": {"content": base64.b64encode(b"# Old\n\ntext").decode(), "file_name": "a.md", "file_type": "md"}
+    }
+    old = client.post(f"{DOC}/async", json=body).json()["result"]["task_id"]
+    deadline = time.monotonic() + 10
+    while client.get(f"{DOC}/async/task-status", params={"task_id": old}).json()["result"]["status"] == "PENDING":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    service = emu._aisearch
+    service.task_ttl = 0.0
+    try:
+        client.post(f"{DOC}/async", json=body)  # a new task sweeps the finished old one away
+    finally:
+        service.task_ttl = 3600.0
+    gone = client.get(f"{DOC}/async/task-status", params={"task_id": old})
+    _assert_aisearch_error(gone, 404, "BadRequest.TaskNotExist")

@@ -68,6 +68,10 @@ def _allowed_types(kind: str, service_id: str) -> frozenset[str]:
 
 _WORKSPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _MAX_TASKS = 20_000
+#: Finished tasks are forgotten this long after their creation (the pages give no retention period; image links
+#: are documented to last 3 days). Old tasks answer ``TaskNotExist`` then, as an expired task does on the service,
+#: so the emulator's memory does not grow with the number of tasks a long run creates.
+TASK_TTL = 3600.0
 _BOTH_OR_NEITHER = "document.content or document.url required, and both cannot be present at the same time"
 _DATA_IMAGE_RE = re.compile(r"data:image/(png|jpe?g|gif|bmp|webp|tiff?);base64,([A-Za-z0-9+/=]+)")
 
@@ -142,6 +146,7 @@ class AISearchService:
         self.rt = runtime
         self._lock = threading.Lock()
         self._tasks: OrderedDict[tuple[str, str, str, str], _Task] = OrderedDict()
+        self.task_ttl = TASK_TTL
 
     # --- entry point
 
@@ -293,6 +298,12 @@ class AISearchService:
         with self._lock:
             self._tasks[key] = task
             while len(self._tasks) > _MAX_TASKS:
+                self._tasks.popitem(last=False)
+            # Oldest first: stop at the first task that is young enough or still running.
+            while self._tasks:
+                oldest = next(iter(self._tasks.values()))
+                if request.received - oldest.created < self.task_ttl or not oldest.future.done():
+                    break
                 self._tasks.popitem(last=False)
         self.rt.recorder.task_created()
         rid = acs_request_id()
