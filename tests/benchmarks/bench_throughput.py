@@ -6,7 +6,7 @@ The bound is 20 s when each image costs one call. Prints wall time, 429 response
 our engine, and through the official ``alibabacloud-searchplat20240529`` SDK the way its samples use it (create, then
 poll every second), each on the same emulator settings.
 
-Run: ``python tests/benchmarks/bench_throughput.py [--images 200] [--qps 10] [--skip-sdk]``
+Run: ``python tests/benchmarks/bench_throughput.py [--images 200] [--qps 10] [--skip-sdk] [--hog 2]``
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import argparse
 import asyncio
 import base64
 import io
+import os
 import statistics
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -127,21 +129,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qps", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=1, help="runs of our default route (median reported)")
     parser.add_argument("--skip-sdk", action="store_true", help="skip the official-SDK comparison")
+    parser.add_argument("--hog", type=int, default=0, help="busy-loop processes running beside the client")
     args = parser.parse_args(argv)
-
     images = make_images(args.images)
     warm_up(images)
     bound = args.images / args.qps
     rows: list[tuple[str, dict[str, float]]] = []
-    runs = [run_engine(images, args.qps, "auto") for _ in range(args.repeat)]
-    median_wall = statistics.median(r["wall"] for r in runs)
-    best = min(runs, key=lambda r: abs(r["wall"] - median_wall))
-    rows.append(("aisearch-ingest, route=auto (sync)", best))
-    rows.append(("aisearch-ingest, route=async", run_engine(images, args.qps, "async")))
-    if not args.skip_sdk:
-        rows.append(("official SDK, create + poll 1 s (10 threads)", run_official_sdk(images, args.qps)))
-
+    # A shared machine: the client and the emulator get what the CPU hogs leave them. Each hog ends with this
+    # script (killed in `finally`, and on its own after 30 minutes at the latest).
+    hog_code = "import time\nend = time.monotonic() + 1800\nwhile time.monotonic() < end: pass"
+    hogs = [subprocess.Popen([sys.executable, "-c", hog_code]) for _ in range(args.hog)]
+    try:
+        runs = [run_engine(images, args.qps, "auto") for _ in range(args.repeat)]
+        median_wall = statistics.median(r["wall"] for r in runs)
+        best = min(runs, key=lambda r: abs(r["wall"] - median_wall))
+        rows.append(("aisearch-ingest, route=auto (sync)", best))
+        rows.append(("aisearch-ingest, route=async", run_engine(images, args.qps, "async")))
+        if not args.skip_sdk:
+            rows.append(("official SDK, create + poll 1 s (10 threads)", run_official_sdk(images, args.qps)))
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    shown = sys.argv[1:] if argv is None else argv
+    print("command: python tests/benchmarks/bench_throughput.py " + " ".join(shown))
     print(f"{args.images} images, emulator limit {args.qps:g} calls/s counting every call; bound {bound:.1f} s")
+    if hogs:
+        print(f"with {len(hogs)} CPU hog process(es) running beside the client on {os.cpu_count()} cores")
     print()
     print("| client | wall s | × bound | ok | failed | 429s | calls | calls/image | max calls in 1 s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -151,9 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['throttled']:.0f} | {r['calls']:.0f} | {r['calls'] / args.images:.2f} | {r['max_window']:.0f} |"
         )
     ours = rows[0][1]
-    ok = ours["throttled"] == 0 and ours["failed"] == 0 and ours["wall"] <= bound * 1.15
+    ok = all(r["throttled"] == 0 and r["failed"] == 0 for _, r in rows[:2]) and ours["wall"] <= bound * 1.15
     print()
-    print(f"acceptance (0 × 429, all parsed, wall ≤ {bound * 1.15:.1f} s): {'PASS' if ok else 'FAIL'}")
+    print(
+        f"acceptance (both routes 0 × 429 and all parsed, sync wall ≤ {bound * 1.15:.1f} s): {'PASS' if ok else 'FAIL'}"
+    )
     return 0 if ok else 1
 
 
