@@ -60,9 +60,9 @@ def make_files(root: Path, count: int) -> None:
             (root / f"f{i:06d}.png").write_bytes(pngs[i % len(pngs)])
 
 
-def run(folder: Path, out: Path) -> dict[str, object]:
+def run(folder: Path, out: Path, extra: tuple[str, ...] = ()) -> dict[str, object]:
     command = [sys.executable, "-m", "aisearch_ingest.cli", "ingest", str(folder), "--offline", "--out", str(out)]
-    command.append("--no-progress")
+    command += ["--no-progress", *extra]
     probe = subprocess.run([sys.executable, "-c", _MEASURE, *command], capture_output=True, text=True, check=True)
     result: dict[str, object] = json.loads(probe.stdout)
     return result
@@ -71,6 +71,11 @@ def run(folder: Path, out: Path) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,10000", help="batch sizes, comma-separated")
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="also run the smallest batch with the old defaults (--qps 10 --concurrency 10)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
@@ -81,20 +86,25 @@ def main(argv: list[str] | None = None) -> int:
             r = run(folder, Path(tmp) / f"out-{size}.jsonl")
             if r["rc"] != 0:
                 print(r["tail"], r["err"], file=sys.stderr)
-            rows.append((size, r))
+            rows.append((str(size), r))
+        if args.peer:
+            folder = Path(tmp) / f"in-{sizes[0]}"
+            peer = run(folder, Path(tmp) / "out-peer.jsonl", ("--qps", "10", "--concurrency", "10"))
+            rows.append((f"{sizes[0]} (peer: --qps 10 --concurrency 10, the old defaults)", peer))
     shown = sys.argv[1:] if argv is None else argv
     print("command: python tests/benchmarks/bench_offline.py " + " ".join(shown))
     print()
     print("| files | exit | wall s | s/file | peak RSS MiB |")
     print("|---:|---:|---:|---:|---:|")
-    for size, r in rows:
+    for label, r in rows:
         wall = float(r["wall"])  # type: ignore[arg-type]
         rss = float(r["rss_kib"]) / 1024  # type: ignore[arg-type]
-        print(f"| {size} | {r['rc']} | {wall:.1f} | {wall / size:.4f} | {rss:.0f} |")
-    first, last = rows[0][1], rows[-1][1]
+        files = int(label.split()[0])
+        print(f"| {label} | {r['rc']} | {wall:.1f} | {wall / files:.4f} | {rss:.0f} |")
+    first, last = rows[0][1], rows[len(sizes) - 1][1]
     ratio = float(last["rss_kib"]) / float(first["rss_kib"])  # type: ignore[arg-type]
     print()
-    print(f"peak RSS of {rows[-1][0]} files / {rows[0][0]} files: {ratio:.2f}")
+    print(f"peak RSS of {sizes[-1]} files / {sizes[0]} files: {ratio:.2f}")
     return 0
 
 
