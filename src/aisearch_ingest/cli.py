@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
         help="ceiling in calls per second per service (default 10; the pace adapts to 429s; 0: no limit)",
     )
     ingest.add_argument("--timeout", type=float, default=900.0, help="deadline per file in seconds")
+    ingest.add_argument("--max-pages", type=_positive_int, default=None, metavar="N", help="page budget per "
+                        "file: a PDF/TIFF of more pages is refused before anything is sent (document-analyze, "
+                        "Qwen-OCR; default: no budget)")  # fmt: skip
     ingest.add_argument("--cache", metavar="PATH", default=None, help="SQLite result cache: files parsed "
                         "before with the same options cost no call; an interrupted run's tasks are resumed "
                         "(default: off)")  # fmt: skip
@@ -88,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     emulator = sub.add_parser("emulator", help="run the local emulator of all three services", add_help=False)
     emulator.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 # -- ingest ----------------------------------------------------------------------------------------------------------
@@ -158,12 +168,12 @@ def _make_client(
     if service == "qwen-ocr":
         from .qwen import QwenOCR
 
-        return QwenOCR(base_url=endpoint, task=args.ocr_task, **common)
+        return QwenOCR(base_url=endpoint, task=args.ocr_task, max_pages=args.max_pages, **common)
     from .aisearch import DocumentAnalyzer, ImageAnalyzer
 
     common.update(endpoint=endpoint, timeout=args.timeout)
     if service == "document":
-        return DocumentAnalyzer(**common)
+        return DocumentAnalyzer(max_pages=args.max_pages, **common)
     service_id = "ops-image-analyze-ocr-001" if service == "image-ocr" else "ops-image-analyze-vlm-001"
     return ImageAnalyzer(service_id=service_id, **common)
 
