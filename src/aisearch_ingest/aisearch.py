@@ -26,6 +26,7 @@ from .cache import ResultCache, endpoint_host
 from .config import AISearchSettings, SecretStr, resolve_aisearch
 from .engine import ParserEngine
 from .errors import AISearchIngestError, APIStatusError, NotFoundError, TaskFailedError, TaskTimeoutError
+from .pages import check_max_pages_arg, check_page_budget
 from .protocol import opensearch as proto
 from .ratelimit import RateLimiter, limiters_for
 from .results import ParseResult
@@ -419,6 +420,10 @@ class DocumentAnalyzer(_AISearchService):
         route: ``auto``/``async`` (create + poll) or ``sync`` (one call; only for small files).
         image_storage: ``base64`` (default on the service) or ``url`` (links valid 3 days).
         enable_semantic: the service's semantic strategy (``strategy.enable_semantic``).
+        max_pages: the page budget per file: a PDF (or, for ``-002``, a multi-page TIFF) with more pages is refused
+            before it is sent (:class:`~aisearch_ingest.errors.InvalidInputError`, ``limit="max_pages"``, ``value``
+            its pages, ``maximum`` this), counted from the PDF's page tree without rendering. Office and text files
+            are not counted. Default None: no budget (the pages document no page limit, only the 8 MB body).
         qps: this service's ceiling in calls per second (default: the documented 10). The pace is set by one adaptive
             budget per endpoint and key, shared by every client and service of it in this process: it slows down
             on 429 and climbs back to the ceiling. ``0`` disables rate limiting.
@@ -453,10 +458,12 @@ class DocumentAnalyzer(_AISearchService):
         *,
         image_storage: Literal["base64", "url"] | None = None,
         enable_semantic: bool | None = None,
+        max_pages: int | None = None,
         **kwargs: Any,
     ) -> None:
         if image_storage not in (None, "base64", "url"):
             raise ValueError("image_storage must be 'base64' or 'url'")
+        self.max_pages = check_max_pages_arg(max_pages)
         super().__init__(**kwargs)
         if self.service_id == "ops-document-analyze-002":
             self.allowed_types = DOCUMENT_ANALYZE_002_TYPES
@@ -465,6 +472,11 @@ class DocumentAnalyzer(_AISearchService):
 
     def _options(self) -> dict[str, Any]:
         return {"image_storage": self.image_storage, "enable_semantic": self.enable_semantic}
+
+    def _prepare(self, obj: SourceLike, file_name: str | None = None) -> Source:
+        source = super()._prepare(obj, file_name)
+        check_page_budget(source, self.max_pages)  # max_pages is no option of the service: not in the cache key
+        return source
 
 
 class ImageAnalyzer(_AISearchService):

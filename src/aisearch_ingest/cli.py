@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +27,7 @@ import anyio
 
 from ._version import __version__
 from .errors import AISearchIngestError, ConfigurationError, InvalidInputError
+from .protocol.qwen_models import REGION_NAMES, REGIONS
 from .protocol.qwen_tasks import TASKS
 from .results import Outcome
 from .sources import DOCUMENT_TYPES, IMAGE_TYPES, SourceLike, expand_inputs, load_source, local_path, probe_type
@@ -70,13 +72,18 @@ def _parser() -> argparse.ArgumentParser:
         help="ceiling in calls per second per service (default 10; the pace adapts to 429s; 0: no limit)",
     )
     ingest.add_argument("--timeout", type=float, default=900.0, help="deadline per file in seconds")
+    ingest.add_argument("--max-pages", type=_positive_int, default=None, metavar="N", help="page budget per "
+                        "file: a PDF/TIFF of more pages is refused before anything is sent (document-analyze, "
+                        "Qwen-OCR; default: no budget)")  # fmt: skip
     ingest.add_argument("--cache", metavar="PATH", default=None, help="SQLite result cache: files parsed "
                         "before with the same options cost no call; an interrupted run's tasks are resumed "
                         "(default: off)")  # fmt: skip
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
     ingest.add_argument("-v", "--verbose", action="store_true", help="log retries and polls")
 
-    estimate = sub.add_parser("estimate", help="files, pages, calls and Qwen-OCR image tokens, without sending")
+    estimate = sub.add_parser(
+        "estimate", help="files, pages, calls, Qwen-OCR image tokens and cost, and limit warnings, without sending"
+    )
     estimate.add_argument("paths", nargs="+", metavar="PATH")
     estimate.add_argument("--glob", default="**/*")
     estimate.add_argument("--dpi", type=float, default=150.0, help="PDF rendering resolution for Qwen-OCR")
@@ -84,10 +91,25 @@ def _parser() -> argparse.ArgumentParser:
                           "and pixel defaults (default: %(default)s)")  # fmt: skip
     estimate.add_argument("--min-pixels", type=int, default=None, help="default: the model's")
     estimate.add_argument("--max-pixels", type=int, default=None, help="default: the model's")
+    estimate.add_argument("--region", choices=REGIONS, default="intl", help="Model Studio region whose Qwen-OCR "
+                          "price applies (intl Singapore, us Virginia, cn Beijing; default: %(default)s)")  # fmt: skip
+    estimate.add_argument("--prices", metavar="FILE.json", default=None, help="prices to use instead of the "
+                          "vendor table's: {model: {region: {input, output, currency}}}, per 1M tokens")  # fmt: skip
+    estimate.add_argument("--output-tokens-per-page", type=int, default=0, metavar="N", help="output tokens to "
+                          "price per Qwen-OCR call (default 0: image tokens only)")  # fmt: skip
+    estimate.add_argument("--max-pages", type=_positive_int, default=None, metavar="N",
+                          help="warn about files over this page budget (what ingest --max-pages refuses)")  # fmt: skip
 
     emulator = sub.add_parser("emulator", help="run the local emulator of all three services", add_help=False)
     emulator.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 # -- ingest ----------------------------------------------------------------------------------------------------------
@@ -158,12 +180,12 @@ def _make_client(
     if service == "qwen-ocr":
         from .qwen import QwenOCR
 
-        return QwenOCR(base_url=endpoint, task=args.ocr_task, **common)
+        return QwenOCR(base_url=endpoint, task=args.ocr_task, max_pages=args.max_pages, **common)
     from .aisearch import DocumentAnalyzer, ImageAnalyzer
 
     common.update(endpoint=endpoint, timeout=args.timeout)
     if service == "document":
-        return DocumentAnalyzer(**common)
+        return DocumentAnalyzer(max_pages=args.max_pages, **common)
     service_id = "ops-image-analyze-ocr-001" if service == "image-ocr" else "ops-image-analyze-vlm-001"
     return ImageAnalyzer(service_id=service_id, **common)
 
@@ -337,11 +359,20 @@ def _print_summary(summary: _Summary, out_path: Path, failures_path: Path, wall:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from .estimate import estimate_file
+    from .estimate import estimate_file, limit_warnings
+    from .prices import format_money, load_prices, price_for
 
-    rows: list[tuple[str, ...]] = []
+    try:
+        table = load_prices(args.prices) if args.prices else None
+    except (OSError, ValueError) as exc:
+        print(f"aisearch-ingest: --prices {args.prices}: {exc}", file=sys.stderr)
+        return 2
+    price = price_for(args.model, args.region, table)
+    per_call_out = max(0, args.output_tokens_per_page)
+    rows: list[tuple[tuple[str, ...], list[str]]] = []
     totals: Counter[str] = Counter()
-    errors = 0
+    total_cost = Decimal(0)
+    errors = warned = 0
     for item in expand_inputs(args.paths, glob=args.glob):
         name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else repr(item)
         try:
@@ -349,34 +380,85 @@ def _estimate(args: argparse.Namespace) -> int:
             service = _service_for(source.origin, source.file_type, "auto")
         except AISearchIngestError as exc:
             errors += 1
-            rows.append((str(name), "error", "", "", "", str(exc)))
+            rows.append(((str(name), "error", "", "", "", "", ""), [f"error: {exc}"]))
             continue
         # AI Search: one /sync call per image; create + at least one task-status poll per document.
         aisearch_calls = 1 if service.startswith("image") else 2
-        pages, qwen_calls, tokens = "?", "-", "-"
+        svc = "document-analyze" if service == "document" else "image-analyze"
+        pages, qwen_calls, tokens, cost = "?", "-", "-", "-"
+        notes: list[str] = []
+        est = None
         if service.startswith("image") or source.file_type in ("pdf", "tiff"):
             try:
                 est = estimate_file(
                     source, dpi=args.dpi, model=args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels
                 )
             except AISearchIngestError as exc:
-                qwen_calls, tokens = "error", str(exc)
+                qwen_calls, tokens = "error", "error"
+                notes.append(f"warning: Qwen-OCR estimate failed: {exc}")
             else:
                 pages, qwen_calls, tokens = str(est.pages), str(est.calls), str(est.image_tokens)
                 totals.update(pages=est.pages, qwen_calls=est.calls, image_tokens=est.image_tokens)
-        svc = "document-analyze" if service == "document" else "image-analyze"
-        rows.append((str(name), svc, pages, str(aisearch_calls), qwen_calls, tokens))
+                if price is None:
+                    cost = "no price"
+                else:
+                    amount = price.cost(est.image_tokens, per_call_out * est.calls)
+                    total_cost += amount
+                    cost = format_money(amount, price.currency)
+        found = limit_warnings(
+            source,
+            est,
+            aisearch_service=svc,
+            model=args.model,
+            max_pixels=args.max_pixels,
+            max_pages=args.max_pages,
+            qwen=not notes,
+        )
+        warned += bool(found or notes)
+        notes.extend(f"warning: {text}" for text in found)
+        rows.append(((str(name), svc, pages, str(aisearch_calls), qwen_calls, tokens, cost), notes))
         totals.update(files=1, aisearch_calls=aisearch_calls)
-    header = ("file", "auto service", "pages", "AI Search calls (min)", "Qwen-OCR calls", "Qwen-OCR image tokens")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
-    for row in [header, *rows]:
-        cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=False)]
-        print("  ".join([*cells, row[-1]]).rstrip())
+    header = (
+        "file",
+        "auto service",
+        "pages",
+        "AI Search calls (min)",
+        "Qwen-OCR calls",
+        "Qwen-OCR image tokens",
+        f"Qwen-OCR cost ({args.region})",
+    )
+    widths = [max(len(cells[i]) for cells in [header, *(r for r, _ in rows)]) for i in range(len(header))]
+    for cells, notes in [(header, []), *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+        for note in notes:
+            print(f"    {note}")
     print(
         f"\ntotal: {totals['files']} files, {totals['pages']} counted pages, >= {totals['aisearch_calls']} AI Search "
         f"calls, {totals['qwen_calls']} Qwen-OCR calls, {totals['image_tokens']} Qwen-OCR image tokens "
         "(documented formula; nothing was sent)"
     )
+    region = f"{args.region} ({REGION_NAMES[args.region]})"
+    if price is None:
+        print(
+            f"Qwen-OCR cost: no price for {args.model} in {region} on the vendor pages; give one with --prices "
+            "FILE.json"
+        )
+    else:
+        output = (
+            f" + {per_call_out * totals['qwen_calls']} output tokens ({per_call_out} per call)"
+            if per_call_out
+            else " (image tokens only: the text prompt and the output tokens come on top)"
+        )
+        print(
+            f"Qwen-OCR cost: {format_money(total_cost, price.currency)} for {totals['image_tokens']} image tokens"
+            f"{output}, at {price.describe()} [{price.source}]"
+        )
+    print(
+        "AI Search cost: not included (the vendor pages give no price for document-analyze, and image-analyze's "
+        "has no currency)"
+    )
+    if warned:
+        print(f"warnings: {warned} file(s) over a limit or with many pages (listed above)")
     return 1 if errors else 0
 
 

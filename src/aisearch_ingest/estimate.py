@@ -8,7 +8,9 @@ defaults differ with it (:mod:`aisearch_ingest.protocol.qwen_models`). Multi-pag
 the page images this package would send (same DPI and ``max_pixels`` cap as :mod:`aisearch_ingest.pages`).
 
 This is a budget figure: the text prompt and the output tokens come on top, and the service's ``usage`` is what is
-billed (every :class:`~aisearch_ingest.results.ParseResult` carries it).
+billed (every :class:`~aisearch_ingest.results.ParseResult` carries it). Prices per model and region are in
+:mod:`aisearch_ingest.prices`; :func:`limit_warnings` says which documented limit (or page budget) a file breaks
+before any of it is sent.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from dataclasses import dataclass
 from typing import Union
 
 from .errors import InvalidInputError
-from .pages import DEFAULT_DPI, image_size, is_multipage, open_pages
+from .pages import DEFAULT_DPI, check_dimensions, check_image, image_size, is_multipage, open_pages
 from .protocol.qwen_models import DEFAULT_MODEL, QwenModel, spec_for
-from .sources import Source, SourceLike, load_source
+from .sources import DOCUMENT_TYPES, IMAGE_TYPES, Source, SourceLike, check_aisearch_body, load_source
 
-__all__ = ["FileEstimate", "estimate_file", "estimate_image_tokens"]
+__all__ = ["LARGE_PAGE_COUNT", "FileEstimate", "estimate_file", "estimate_image_tokens", "limit_warnings"]
+
+#: Above this many pages :func:`limit_warnings` warns (a call and its price per page on Qwen-OCR).
+LARGE_PAGE_COUNT = 1000
 
 SizeOrSource = Union[tuple[int, int], Sequence[int], SourceLike]  # noqa: UP007 (runtime alias on 3.10)
 
@@ -165,3 +170,77 @@ def estimate_file(
         page_image_tokens=tokens,
         image_tokens=sum(tokens),
     )
+
+
+def limit_warnings(
+    source: Source,
+    estimate: FileEstimate | None = None,
+    *,
+    aisearch_service: str | None = None,
+    model: str | QwenModel = DEFAULT_MODEL,
+    max_pixels: int | None = None,
+    max_pages: int | None = None,
+    large_pages: int = LARGE_PAGE_COUNT,
+    qwen: bool = True,
+) -> list[str]:
+    """What would be refused, or is worth a second look, before a file is sent: one message per finding, each
+    naming the file.
+
+    * AI Search (``aisearch_service`` ``"document-analyze"`` or ``"image-analyze"``): the 8 MB request body once
+      base64-encoded, and the accepted types (:func:`~aisearch_ingest.sources.check_aisearch_body`).
+    * Qwen-OCR: an image's documented limits (:func:`~aisearch_ingest.pages.check_image`); for a PDF or multi-page
+      TIFF each page image's size (from ``estimate``: sides, aspect ratio, pixels), the first page that breaks one.
+    * Pages (from ``estimate``): over ``max_pages`` (the budget ``ingest --max-pages`` enforces), and more than
+      ``large_pages`` (1,000 by default) even without a budget.
+
+    Args:
+        source: the loaded file.
+        estimate: its :func:`estimate_file` (None: pages and page images are not checked).
+        aisearch_service: the AI Search service it would go to, or None to skip that check.
+        model: the Qwen-OCR model (its pixel ceiling).
+        max_pixels: the request's ``max_pixels``.
+        max_pages: the page budget, or None.
+        large_pages: the page count above which to warn.
+        qwen: check the Qwen-OCR image limits (False when the estimate already failed on the file).
+    """
+    found: list[str] = []
+    spec = _model(model)
+    if aisearch_service is not None:
+        allowed = IMAGE_TYPES if aisearch_service == "image-analyze" else DOCUMENT_TYPES
+        try:
+            check_aisearch_body(source, allowed=allowed, service=aisearch_service)
+        except InvalidInputError as exc:
+            found.append(f"AI Search: {exc}")
+    if not qwen:
+        pass
+    elif estimate is not None and estimate.pages > 1:
+        for number, (width, height) in enumerate(estimate.page_sizes, start=1):
+            try:
+                check_dimensions(
+                    width,
+                    height,
+                    where=f"{source.origin} page {number}",
+                    max_pixels=max_pixels,
+                    pixel_upper=spec.max_pixels_limit,
+                )
+            except InvalidInputError as exc:
+                found.append(f"Qwen-OCR: {exc}")
+                break
+    elif source.file_type in IMAGE_TYPES and not is_multipage(source):
+        try:
+            check_image(source, max_pixels=max_pixels, pixel_upper=spec.max_pixels_limit)
+        except InvalidInputError as exc:
+            found.append(f"Qwen-OCR: {exc}")
+    if estimate is not None:
+        pages = estimate.pages
+        if max_pages is not None and pages > max_pages:
+            found.append(
+                f"{source.origin} has {pages:,} pages, over --max-pages {max_pages:,}: ingest refuses it before "
+                "sending anything"
+            )
+        elif pages > large_pages:
+            found.append(
+                f"{source.origin} has {pages:,} pages (over {large_pages:,}): {pages:,} Qwen-OCR calls, one per page; "
+                "set a page budget with --max-pages to refuse such files before spending"
+            )
+    return found

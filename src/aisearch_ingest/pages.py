@@ -17,6 +17,11 @@ than 10 px, aspect ratio at most 200:1, formats BMP, JPEG, PNG, TIFF, WEBP and H
 by default -- ``max_pixels`` may raise that to the model's largest ``max_pixels``: 23.52 million for the 28-px
 models, 30.72 million for the 32-px ones (API reference l.404; ``pixel_upper`` below, from
 :attr:`~aisearch_ingest.protocol.qwen_models.QwenModel.max_pixels_limit`).
+
+Page budget: the pages document no page limit for the routes used here (``qwen3.5-ocr``'s direct-PDF route of the
+Responses API -- at most 50 pages with ``document_parsing``, 10 otherwise, ``qwen-ocr.2026.zh.md`` l.2216 -- is not
+used: PDFs are sent as page images, one call each). :func:`check_page_budget` enforces the user's own ``max_pages``
+from a cheap page count (:func:`count_pages`), before any page is laid out or rendered.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from .protocol.qwen_tasks import (
     MAX_PIXELS_UPPER_LIMIT,
     MIN_IMAGE_SIDE,
 )
-from .sources import MIME_TYPES, Source, human_size
+from .sources import IMAGE_TYPES, MIME_TYPES, Source, human_size
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -51,6 +56,9 @@ __all__ = [
     "PageLayout",
     "check_dimensions",
     "check_image",
+    "check_max_pages_arg",
+    "check_page_budget",
+    "count_pages",
     "encoded_size",
     "image_size",
     "is_multipage",
@@ -124,6 +132,71 @@ def is_multipage(source: Source) -> bool:
     if source.file_type == "pdf":
         return True
     return source.file_type == "tiff" and _frame_count(source.data) > 1
+
+
+def count_pages(source: Source) -> int | None:
+    """The pages of a file, counted cheaply: a PDF's page tree (pypdfium2 ``len(PdfDocument)``, nothing rendered or
+    even loaded page by page), a TIFF's frames, 1 for another image; None when it cannot be told cheaply (Office and
+    text files, URLs, a PDF pdfium cannot open -- the service or the page check reports that one)."""
+    if source.data is None:
+        return None
+    if source.file_type == "pdf":
+        import pypdfium2 as pdfium
+
+        with PDFIUM_LOCK:
+            try:
+                pdf = pdfium.PdfDocument(source.data)
+            except pdfium.PdfiumError:
+                return None
+            try:
+                return len(pdf)
+            finally:
+                pdf.close()
+    if source.file_type == "tiff":
+        return _frame_count(source.data)
+    return 1 if source.file_type in IMAGE_TYPES else None
+
+
+def check_page_budget(source: Source, max_pages: int | None, *, pages: int | None = None) -> int | None:
+    """Refuse a file with more pages than the caller's budget, before anything is sent or paid.
+
+    ``max_pages`` is the user's own limit (``max_pages=`` of the clients, ``--max-pages`` of the CLI): the vendor
+    documents no page limit for the routes this package uses (PDFs go to document-analyze as one body of at most
+    8 MB, and to Qwen-OCR as one image call per page).
+
+    Args:
+        source: the loaded file.
+        max_pages: the budget; None: no check.
+        pages: the page count when already known (else :func:`count_pages`).
+
+    Returns:
+        The page count, when it was counted.
+
+    Raises:
+        InvalidInputError: ``limit="max_pages"``, ``value`` the file's pages, ``maximum`` the budget.
+    """
+    if max_pages is None:
+        return pages
+    if pages is None:
+        pages = count_pages(source)
+    if pages is not None and pages > max_pages:
+        where = source.origin
+        raise InvalidInputError(
+            f"{where} has {pages:,} pages, over the page budget max_pages={max_pages:,}; nothing was sent "
+            "(raise max_pages / --max-pages, or split the file)",
+            source=where,
+            limit="max_pages",
+            value=pages,
+            maximum=max_pages,
+        )
+    return pages
+
+
+def check_max_pages_arg(max_pages: int | None) -> int | None:
+    """Validate a ``max_pages=`` argument (a positive int or None)."""
+    if max_pages is not None and (isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1):
+        raise ValueError(f"max_pages must be a positive integer or None, got {max_pages!r}")
+    return max_pages
 
 
 def check_dimensions(

@@ -22,7 +22,15 @@ from .cache import ResultCache, endpoint_host
 from .config import DashScopeSettings, SecretStr, resolve_dashscope
 from .engine import ParserEngine
 from .errors import AISearchIngestError, APIConnectionError, ConfigurationError, StreamError
-from .pages import DEFAULT_DPI, PageDocument, check_image, is_multipage, open_pages
+from .pages import (
+    DEFAULT_DPI,
+    PageDocument,
+    check_image,
+    check_max_pages_arg,
+    check_page_budget,
+    is_multipage,
+    open_pages,
+)
 from .protocol import dashscope as proto
 from .protocol import qwen_models
 from .ratelimit import RateLimiter, limiters_for
@@ -147,6 +155,9 @@ class QwenOCR(ParserEngine):
             ``"\\n\\n"``. Deltas are the model's raw text (fences included), so for unfenced tasks they join to
             ``content``.
         pdf_dpi: PDF rendering resolution.
+        max_pages: the page budget per file: a PDF or multi-page TIFF with more pages (each one a billed call) is
+            refused before anything is sent (:class:`InvalidInputError` with ``limit="max_pages"``, ``value`` its
+            pages, ``maximum`` this). Default None: no budget (the vendor documents no page limit for page images).
         qps: the ceiling in calls per second (default 10). The pace is set by one adaptive budget per endpoint and
             key, shared by every client of it in this process: it slows down on 429 and climbs back to the ceiling.
             ``0`` disables rate limiting.
@@ -197,6 +208,7 @@ class QwenOCR(ParserEngine):
         incremental_output: bool = True,
         on_delta: Callable[[str], None] | None = None,
         pdf_dpi: int = DEFAULT_DPI,
+        max_pages: int | None = None,
         qps: float | None = None,
         max_concurrency: int | None = None,
         max_retries: int = 5,
@@ -240,6 +252,7 @@ class QwenOCR(ParserEngine):
             )
         if pdf_dpi <= 0:
             raise ValueError("pdf_dpi must be positive")
+        self.max_pages = check_max_pages_arg(max_pages)
         self.request = proto.OcrRequest(
             model=model,
             task=task,
@@ -323,6 +336,7 @@ class QwenOCR(ParserEngine):
     def _prepare(self, obj: SourceLike, file_name: str | None = None) -> Source:
         source = load_source(obj, file_name=file_name)
         if is_multipage(source):
+            check_page_budget(source, self.max_pages)  # counted from the page tree, before any page is laid out
             with self._open_pages(source) as doc:
                 doc.check()
         else:

@@ -200,8 +200,9 @@ class DocumentAnalyzeLoader(_DocumentAnalyze, _ServiceLoader):
             ``"skip"``: a WARNING per failed file. Either way ``loader.failures`` lists ``(source, error)``.
         show_progress: a tqdm progress bar (terminal or notebook).
         client: a ready :class:`~aisearch_ingest.DocumentAnalyzer`; otherwise the remaining keyword arguments
-            (``api_key``, ``endpoint``, ``workspace``, ``service_id``, ``image_storage``, ``qps``, ``cache``...)
-            build one.
+            (``api_key``, ``endpoint``, ``workspace``, ``service_id``, ``image_storage``, ``max_pages``, ``qps``,
+            ``cache``...) build one; ``max_pages=N`` refuses a PDF of more pages before sending it (the file is
+            listed in ``failures``, the other files go on).
 
     Example:
         >>> from aisearch_ingest.emulator import Emulator
@@ -234,7 +235,7 @@ class QwenOCRLoader(_QwenOCR, _ServiceLoader):
     """Load images and PDFs (page by page) through Model Studio Qwen-OCR.
 
     Takes the arguments of :class:`DocumentAnalyzeLoader`; client keywords go to ``aisearch_ingest.qwen.QwenOCR``
-    (``api_key``, ``base_url`` or ``region``, ``model``, ``task``, ``result_schema``, ``prompt``...).
+    (``api_key``, ``base_url`` or ``region``, ``model``, ``task``, ``result_schema``, ``prompt``, ``max_pages``...).
 
     Example:
         >>> from aisearch_ingest.emulator import Emulator

@@ -201,7 +201,8 @@ class DocumentAnalyzeReader(_AISearchReader):
     """Read PDFs, Office files, HTML, Markdown and text through AI Search document-analyze.
 
     Fields: ``api_key``, ``endpoint``, ``workspace`` (else the ``AISEARCH_*`` environment variables),
-    ``service_id``, ``route``, ``image_storage``, ``enable_semantic``, ``qps``, ``max_concurrency``, ``timeout``,
+    ``service_id``, ``route``, ``image_storage``, ``enable_semantic``, ``max_pages`` (a PDF with more pages is
+    refused before sending), ``qps``, ``max_concurrency``, ``timeout``,
     ``cache`` (the path of a :class:`~aisearch_ingest.cache.ResultCache` file);
     ``mode`` (``"document"``, ``"page"``, ``"chunk"`` with ``chunk_max_tokens`` and ``include_headings``),
     ``on_error`` (``"raise"``: every file is attempted, then the first error raises; ``"skip"``: a WARNING per
@@ -219,10 +220,11 @@ class DocumentAnalyzeReader(_AISearchReader):
         (1, 'annual_report.pdf')
     """
 
-    _client_fields = (*_AISearchReader._client_fields, "image_storage", "enable_semantic")
+    _client_fields = (*_AISearchReader._client_fields, "image_storage", "enable_semantic", "max_pages")
 
     image_storage: Literal["base64", "url"] | None = None
     enable_semantic: bool | None = None
+    max_pages: int | None = Field(default=None, description="page budget per file: a longer PDF is refused unsent")
 
     @classmethod
     def class_name(cls) -> str:
@@ -259,7 +261,8 @@ class QwenOCRReader(_ServiceReader):
 
     Fields: ``api_key`` (else ``DASHSCOPE_API_KEY``), ``region`` or ``base_url``, ``model``, ``api``, ``task``,
     ``result_schema``, ``prompt``, ``min_pixels``, ``max_pixels``, ``enable_rotate``, ``max_tokens`` (the
-    model's output limit), ``stream``, ``pdf_dpi``, ``qps``, ``max_concurrency``; and the common ``mode``,
+    model's output limit), ``stream``, ``pdf_dpi``, ``max_pages`` (a PDF or TIFF with more pages is refused before
+    sending), ``qps``, ``max_concurrency``; and the common ``mode``,
     ``chunk_max_tokens``, ``include_headings``, ``on_error``, ``show_progress`` as in :class:`DocumentAnalyzeReader`.
 
     Example:
@@ -274,7 +277,7 @@ class QwenOCRReader(_ServiceReader):
     _client_fields = (
         *_ServiceReader._client_fields,
         *("region", "base_url", "model", "api", "task", "result_schema", "prompt", "min_pixels", "max_pixels"),
-        *("enable_rotate", "max_tokens", "stream", "pdf_dpi"),
+        *("enable_rotate", "max_tokens", "stream", "pdf_dpi", "max_pages"),
     )
 
     region: str | None = Field(default=None, description="'intl' (Singapore), 'us' (Virginia) or 'cn' (Beijing)")
@@ -290,6 +293,7 @@ class QwenOCRReader(_ServiceReader):
     max_tokens: int | None = None
     stream: bool | None = None
     pdf_dpi: int | None = None
+    max_pages: int | None = Field(default=None, description="page budget per file: a longer PDF is refused unsent")
 
     @classmethod
     def class_name(cls) -> str:
