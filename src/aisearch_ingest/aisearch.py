@@ -23,7 +23,7 @@ import anyio
 import httpx
 
 from .cache import ResultCache, endpoint_host
-from .config import AISearchSettings, SecretStr, resolve_aisearch
+from .config import AISearchSettings, SecretStr, as_secret, resolve_aisearch
 from .engine import ParserEngine
 from .errors import AISearchIngestError, APIStatusError, NotFoundError, TaskFailedError, TaskTimeoutError
 from .protocol import opensearch as proto
@@ -187,6 +187,7 @@ class _AISearchService(ParserEngine):
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         cache: ResultCache | str | os.PathLike[str] | None = None,
     ) -> None:
+        api_key = as_secret(api_key)  # first: no frame of ours keeps the raw key as a local if anything raises
         super().__init__(max_concurrency=max_concurrency)
         if route not in ("auto", "async", "sync"):
             raise ValueError(f"route must be 'auto', 'async' or 'sync', got {route!r}")
@@ -212,6 +213,8 @@ class _AISearchService(ParserEngine):
         self._set_cache(cache)  # last: a client whose settings are refused opens no cache file
 
     def __repr__(self) -> str:
+        if "route" not in self.__dict__:  # a constructor that raised (a traceback's frame locals show it)
+            return f"{type(self).__name__}(<not configured>)"
         return (
             f"{type(self).__name__}(endpoint={self.settings.base_url!r}, workspace={self.settings.workspace!r}, "
             f"service_id={self.service_id!r}, route={self.route!r})"
@@ -455,6 +458,8 @@ class DocumentAnalyzer(_AISearchService):
         enable_semantic: bool | None = None,
         **kwargs: Any,
     ) -> None:
+        if "api_key" in kwargs:  # first: no frame of ours keeps the raw key as a local if anything raises
+            kwargs["api_key"] = as_secret(kwargs["api_key"])
         if image_storage not in (None, "base64", "url"):
             raise ValueError("image_storage must be 'base64' or 'url'")
         super().__init__(**kwargs)

@@ -197,6 +197,14 @@ class ParserEngine(ABC):
     #: ``document-analyze``, ``image-analyze`` or ``qwen-ocr``
     service: str = ""
 
+    def __reduce__(self) -> Any:
+        # Explicit, so the message says why (and pickle never reaches the settings' key).
+        raise TypeError(
+            f"{type(self).__name__} cannot be pickled: it holds an API key, an event-loop thread and connections. "
+            "Build a client in each process (the key from its arguments or environment); the LlamaIndex readers "
+            "pickle without their key and client and build one on first use."
+        )
+
     def __init__(
         self, *, max_concurrency: int | None = None, cache: ResultCache | str | os.PathLike[str] | None = None
     ) -> None:
