@@ -38,6 +38,7 @@ from .sources import (
     check_aisearch_body,
     load_source,
     precheck_aisearch_size,
+    redact_url_in,
 )
 from .transport import CallCounter, RetryPolicy, Transport
 
@@ -319,7 +320,12 @@ class _AISearchService(ParserEngine):
         try:
             return await self.await_task(task_id, source=source, counter=counter)
         except TaskFailedError as exc:
-            logger.warning("%s: recorded task %s failed (%s); submitting afresh", source.origin, task_id, exc.message)
+            logger.warning(
+                "%s: recorded task %s failed (%s); submitting afresh",
+                source.origin,
+                task_id,
+                redact_url_in(exc.message, source.url),
+            )
         except APIStatusError as exc:
             if not _task_gone(exc):
                 raise

@@ -28,7 +28,16 @@ from ._version import __version__
 from .errors import AISearchIngestError, ConfigurationError, InvalidInputError
 from .protocol.qwen_tasks import TASKS
 from .results import Outcome
-from .sources import DOCUMENT_TYPES, IMAGE_TYPES, SourceLike, expand_inputs, load_source, local_path, probe_type
+from .sources import (
+    DOCUMENT_TYPES,
+    IMAGE_TYPES,
+    SourceLike,
+    expand_inputs,
+    load_source,
+    local_path,
+    probe_type,
+    redact_url,
+)
 
 __all__ = ["main"]
 
@@ -187,7 +196,7 @@ def _ingest(args: argparse.Namespace) -> int:
     # Route every input first: bad inputs are reported, never dropped.
     groups: dict[str, list[SourceLike]] = {}
     for item in expand_inputs(args.paths, glob=args.glob):
-        name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else repr(item)
+        name = redact_url(os.fspath(item)) if isinstance(item, (str, os.PathLike)) else repr(item)  # no URL query
         try:
             service, routed = _route(item, args.service)
             groups.setdefault(service, []).append(routed)
@@ -343,7 +352,7 @@ def _estimate(args: argparse.Namespace) -> int:
     totals: Counter[str] = Counter()
     errors = 0
     for item in expand_inputs(args.paths, glob=args.glob):
-        name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else repr(item)
+        name = redact_url(os.fspath(item)) if isinstance(item, (str, os.PathLike)) else repr(item)  # no URL query
         try:
             source = load_source(item)
             service = _service_for(source.origin, source.file_type, "auto")
