@@ -491,3 +491,18 @@ def test_cli_output_holds_neither_the_key_nor_a_url_query(emu: Emulator, pdf: by
         odd.split("?", 1)[0],
     }
     assert good.split("?", 1)[0] in {json.loads(line)["metadata"]["source"] for line in written.splitlines()}
+
+
+def test_a_langchain_blob_from_a_signed_url_fails_without_its_query(emu: Emulator) -> None:
+    from langchain_core.documents.base import Blob
+
+    from aisearch_ingest.langchain import ImageAnalyzeParser
+
+    parser = ImageAnalyzeParser(api_key=KEY, endpoint=emu.url, on_error="skip")
+    try:
+        blob = Blob(data=b"", path="scan.png", metadata={"source": "https://oss.example.com/scan.png" + QUERY})
+        assert list(parser.lazy_parse(blob)) == []
+    finally:
+        parser.close()
+    ((source, error),) = parser.failures
+    assert source == "https://oss.example.com/scan.png" and SIGNATURE not in _shown(error)
