@@ -15,7 +15,7 @@ from .documents import MODES, Chunker, Mode, Record, records_from_result
 from .engine import ParserEngine
 from .errors import AISearchIngestError
 from .results import Outcome
-from .sources import Source, SourceLike, expand_inputs, load_source
+from .sources import Source, SourceLike, expand_inputs, load_source, redact_url
 
 __all__ = [
     "Batch",
@@ -72,7 +72,7 @@ def source_from_bytes(data: bytes, *, origin: str, file_name: str | None = None)
     try:
         source = load_source(data, file_name=file_name)
     except AISearchIngestError as exc:
-        exc.source = origin
+        exc.source = origin = redact_url(origin)  # a blob's source URL without its query, as Source.origin is
         return Outcome(origin, error=exc)
     return dataclasses.replace(source, origin=origin)
 

@@ -23,7 +23,7 @@ import anyio
 import httpx
 
 from .cache import ResultCache, endpoint_host
-from .config import AISearchSettings, SecretStr, resolve_aisearch
+from .config import AISearchSettings, SecretStr, as_secret, resolve_aisearch
 from .engine import ParserEngine
 from .errors import AISearchIngestError, APIStatusError, NotFoundError, TaskFailedError, TaskTimeoutError
 from .pages import check_max_pages_arg, check_page_budget
@@ -39,6 +39,7 @@ from .sources import (
     check_aisearch_body,
     load_source,
     precheck_aisearch_size,
+    redact_url_in,
 )
 from .transport import CallCounter, RetryPolicy, Transport
 
@@ -188,6 +189,7 @@ class _AISearchService(ParserEngine):
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         cache: ResultCache | str | os.PathLike[str] | None = None,
     ) -> None:
+        api_key = as_secret(api_key)  # first: no frame of ours keeps the raw key as a local if anything raises
         super().__init__(max_concurrency=max_concurrency)
         if route not in ("auto", "async", "sync"):
             raise ValueError(f"route must be 'auto', 'async' or 'sync', got {route!r}")
@@ -213,6 +215,8 @@ class _AISearchService(ParserEngine):
         self._set_cache(cache)  # last: a client whose settings are refused opens no cache file
 
     def __repr__(self) -> str:
+        if "route" not in self.__dict__:  # a constructor that raised (a traceback's frame locals show it)
+            return f"{type(self).__name__}(<not configured>)"
         return (
             f"{type(self).__name__}(endpoint={self.settings.base_url!r}, workspace={self.settings.workspace!r}, "
             f"service_id={self.service_id!r}, route={self.route!r})"
@@ -317,7 +321,12 @@ class _AISearchService(ParserEngine):
         try:
             return await self.await_task(task_id, source=source, counter=counter)
         except TaskFailedError as exc:
-            logger.warning("%s: recorded task %s failed (%s); submitting afresh", source.origin, task_id, exc.message)
+            logger.warning(
+                "%s: recorded task %s failed (%s); submitting afresh",
+                source.origin,
+                task_id,
+                redact_url_in(exc.message, source.url),
+            )
         except APIStatusError as exc:
             if not _task_gone(exc):
                 raise
@@ -461,6 +470,8 @@ class DocumentAnalyzer(_AISearchService):
         max_pages: int | None = None,
         **kwargs: Any,
     ) -> None:
+        if "api_key" in kwargs:  # first: no frame of ours keeps the raw key as a local if anything raises
+            kwargs["api_key"] = as_secret(kwargs["api_key"])
         if image_storage not in (None, "base64", "url"):
             raise ValueError("image_storage must be 'base64' or 'url'")
         self.max_pages = check_max_pages_arg(max_pages)

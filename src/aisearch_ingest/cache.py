@@ -11,9 +11,10 @@ Parsing costs money: the same bytes sent twice with the same options are billed 
 
 The key (:func:`cache_key`) is the sha256 of a canonical JSON of: the service, the service id or model, the
 endpoint's host name and the workspace, every request option that changes the result (sorted), the file type sent,
-and the source's content sha256 (or its URL for a URL source). The API key is never part of it, and nothing
-derived from a key is stored. The port and scheme of the endpoint are left out: they do not change what the service
-answers, and a local emulator restarted on another port keeps its cache.
+and the source's content sha256 (or its full URL for a URL source: only the hash is kept, and the stored result
+carries the URL without its query, see :func:`~aisearch_ingest.sources.redact_url`). The API key is never part of
+it, and nothing derived from a key is stored. The port and scheme of the endpoint are left out: they do not change
+what the service answers, and a local emulator restarted on another port keeps its cache.
 
 The store is one SQLite file in WAL mode: several threads (one connection per :class:`ResultCache`, guarded by a
 lock) and several processes (SQLite's own locking, with a busy timeout) may share it; every write is one short

@@ -30,7 +30,16 @@ from .errors import AISearchIngestError, ConfigurationError, InvalidInputError
 from .protocol.qwen_models import REGION_NAMES, REGIONS
 from .protocol.qwen_tasks import TASKS
 from .results import Outcome
-from .sources import DOCUMENT_TYPES, IMAGE_TYPES, SourceLike, expand_inputs, load_source, local_path, probe_type
+from .sources import (
+    DOCUMENT_TYPES,
+    IMAGE_TYPES,
+    SourceLike,
+    expand_inputs,
+    load_source,
+    local_path,
+    probe_type,
+    redact_url,
+)
 
 __all__ = ["main"]
 
@@ -209,7 +218,7 @@ def _ingest(args: argparse.Namespace) -> int:
     # Route every input first: bad inputs are reported, never dropped.
     groups: dict[str, list[SourceLike]] = {}
     for item in expand_inputs(args.paths, glob=args.glob):
-        name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else repr(item)
+        name = redact_url(os.fspath(item)) if isinstance(item, (str, os.PathLike)) else repr(item)  # no URL query
         try:
             service, routed = _route(item, args.service)
             groups.setdefault(service, []).append(routed)
@@ -374,7 +383,7 @@ def _estimate(args: argparse.Namespace) -> int:
     total_cost = Decimal(0)
     errors = warned = 0
     for item in expand_inputs(args.paths, glob=args.glob):
-        name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else repr(item)
+        name = redact_url(os.fspath(item)) if isinstance(item, (str, os.PathLike)) else repr(item)  # no URL query
         try:
             source = load_source(item)
             service = _service_for(source.origin, source.file_type, "auto")

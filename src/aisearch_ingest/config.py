@@ -14,12 +14,12 @@ import ipaddress
 import logging
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 
-__all__ = ["AISearchSettings", "DashScopeSettings", "SecretStr", "resolve_aisearch", "resolve_dashscope"]
+__all__ = ["AISearchSettings", "DashScopeSettings", "SecretStr", "as_secret", "resolve_aisearch", "resolve_dashscope"]
 
 logger = logging.getLogger("aisearch_ingest")
 
@@ -39,7 +39,12 @@ _EMULATOR_HINT = (
 
 
 class SecretStr:
-    """A string that never shows itself in ``repr``/``str``/logs. Use :meth:`get_secret_value` to read it."""
+    """A string that never shows itself in ``repr``/``str``/logs, and refuses to be pickled.
+
+    Use :meth:`get_secret_value` to read it. ``pickle.dumps`` (of the secret, or of anything holding it, such as the
+    settings) raises ``TypeError``: a key is never serialized; a process that needs it reads it from its own
+    arguments or environment. ``copy.copy``/``copy.deepcopy`` return the same (immutable) object.
+    """
 
     __slots__ = ("_value",)
 
@@ -60,11 +65,25 @@ class SecretStr:
     def __hash__(self) -> int:
         return hash(self._value)
 
-    def __reduce__(self) -> tuple[type[SecretStr], tuple[str]]:  # pragma: no cover - pickling keeps working
-        return (SecretStr, (self._value,))
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "an API key (SecretStr) is never pickled or serialized; pass the key to the other process through its "
+            "own arguments or environment (AISEARCH_API_KEY / DASHSCOPE_API_KEY) and build the client there"
+        )
+
+    def __copy__(self) -> SecretStr:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SecretStr:
+        return self
 
 
-def _secret(value: str | SecretStr | None) -> SecretStr | None:
+def as_secret(value: str | SecretStr | None) -> SecretStr | None:
+    """``value`` wrapped in a :class:`SecretStr` (a pydantic ``SecretStr`` too); ``None`` or empty gives None.
+
+    Constructors call it first thing on their ``api_key`` argument, so no frame of theirs holds the raw key as a
+    local when an error is raised (tools that record frame locals -- Sentry, ``pytest -l``, ``traceback`` with
+    ``capture_locals=True`` -- would otherwise ship it)."""
     if value is None:
         return None
     if isinstance(value, SecretStr):
@@ -73,6 +92,9 @@ def _secret(value: str | SecretStr | None) -> SecretStr | None:
         raw = value.get_secret_value()
         return SecretStr(raw) if raw else None
     return SecretStr(value) if value else None
+
+
+_secret = as_secret
 
 
 def is_loopback(host: str) -> bool:

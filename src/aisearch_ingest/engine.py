@@ -30,7 +30,7 @@ import anyio.to_thread
 from .cache import InFlightTask, ResultCache, cache_key, open_cache
 from .errors import AISearchIngestError, APIConnectionError
 from .results import Outcome, ParseResult
-from .sources import Source, SourceLike, expand_inputs
+from .sources import Source, SourceLike, expand_inputs, redact_url, redact_url_in
 from .transport import CallCounter
 
 __all__ = ["ParserEngine", "ProgressCallback"]
@@ -197,6 +197,14 @@ class ParserEngine(ABC):
     #: ``document-analyze``, ``image-analyze`` or ``qwen-ocr``
     service: str = ""
 
+    def __reduce__(self) -> Any:
+        # Explicit, so the message says why (and pickle never reaches the settings' key).
+        raise TypeError(
+            f"{type(self).__name__} cannot be pickled: it holds an API key, an event-loop thread and connections. "
+            "Build a client in each process (the key from its arguments or environment); the LlamaIndex readers "
+            "pickle without their key and client and build one on first use."
+        )
+
     def __init__(
         self, *, max_concurrency: int | None = None, cache: ResultCache | str | os.PathLike[str] | None = None
     ) -> None:
@@ -334,6 +342,7 @@ class ParserEngine(ABC):
             if exc.source is None:
                 exc.source = prepared.origin
             exc.possibly_billed_twice = counter.unconfirmed
+            _hide_url(exc, prepared.url)
             raise
         result.latency = time.monotonic() - started
         result.calls = counter.calls
@@ -535,6 +544,27 @@ def _origin_of(item: SourceLike) -> str:
         return f"<{len(item)} bytes>"
     try:
         text = os.fspath(item)
-        return text if isinstance(text, str) else repr(text)
+        return redact_url(text) if isinstance(text, str) else repr(text)
     except TypeError:
         return repr(item)
+
+
+def _hide_url(exc: AISearchIngestError, url: str | None) -> None:
+    """Replace the full ``url`` (a presigned URL's query) in everything ``exc`` carries -- its message, ``args``,
+    ``source``, the service's echoed ``error`` and ``body`` -- with its redacted form
+    (:func:`~aisearch_ingest.sources.redact_url`). A service may echo the URL it failed to fetch."""
+    if not url or redact_url(url) == url:
+        return
+    exc.args = tuple(_hide_in(arg, url) for arg in exc.args)
+    for name, value in list(vars(exc).items()):
+        setattr(exc, name, _hide_in(value, url))
+
+
+def _hide_in(value: Any, url: str) -> Any:
+    if isinstance(value, str):
+        return redact_url_in(value, url)
+    if isinstance(value, dict):
+        return {k: _hide_in(v, url) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_hide_in(v, url) for v in value)
+    return value

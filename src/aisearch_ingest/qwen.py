@@ -19,7 +19,7 @@ import anyio.to_thread
 import httpx
 
 from .cache import ResultCache, endpoint_host
-from .config import DashScopeSettings, SecretStr, resolve_dashscope
+from .config import DashScopeSettings, SecretStr, as_secret, resolve_dashscope
 from .engine import ParserEngine
 from .errors import AISearchIngestError, APIConnectionError, ConfigurationError, StreamError
 from .pages import (
@@ -36,7 +36,7 @@ from .protocol import qwen_models
 from .ratelimit import RateLimiter, limiters_for
 from .results import Page, ParseResult
 from .sources import Source, SourceLike, load_source
-from .transport import CallCounter, RetryPolicy, Transport, iter_lines
+from .transport import CallCounter, RetryPolicy, Transport, _scrub_traceback, iter_lines
 
 __all__ = ["QwenOCR"]
 
@@ -217,6 +217,7 @@ class QwenOCR(ParserEngine):
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         cache: ResultCache | str | os.PathLike[str] | None = None,
     ) -> None:
+        api_key = as_secret(api_key)  # first: no frame of ours keeps the raw key as a local if anything raises
         super().__init__(max_concurrency=max_concurrency)
         if api not in ("native", "openai"):
             raise ValueError(f"api must be 'native' or 'openai', got {api!r}")
@@ -295,6 +296,8 @@ class QwenOCR(ParserEngine):
         self._set_cache(cache)  # last: a client whose settings are refused opens no cache file
 
     def __repr__(self) -> str:
+        if "stream" not in self.__dict__:  # a constructor that raised (a traceback's frame locals show it)
+            return "QwenOCR(<not configured>)"
         return (
             f"QwenOCR(base_url={self.settings.base_url!r}, model={self.model!r}, api={self.api!r}, "
             f"task={self.request.ocr_task!r}, stream={self.stream!r})"
@@ -418,7 +421,9 @@ class QwenOCR(ParserEngine):
                 try:
                     await response.aread()
                 except httpx.TransportError as exc:
-                    raise APIConnectionError(f"{what}: response broke off ({type(exc).__name__})") from exc
+                    raise APIConnectionError(
+                        f"{what}: response broke off ({type(exc).__name__})"
+                    ) from _scrub_traceback(exc)
                 try:
                     body = response.json()
                 except ValueError as exc:

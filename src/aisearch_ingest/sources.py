@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Union
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .errors import InvalidInputError
 
@@ -37,6 +37,8 @@ __all__ = [
     "local_path",
     "precheck_aisearch_size",
     "probe_type",
+    "redact_url",
+    "redact_url_in",
     "sniff_type",
 ]
 
@@ -99,6 +101,46 @@ _MIME_TO_EXT = {
 _EXT_ALIASES = {"jpeg": "jpg", "tif": "tiff", "htm": "html", "markdown": "md"}
 
 
+def redact_url(text: str) -> str:
+    """An ``http(s)`` URL as it may be stored or shown: ``scheme://host[:port]/path``; anything else unchanged.
+
+    The whole query string and the fragment are dropped, and any ``user:password@``: a presigned URL (OSS, S3...)
+    carries its signature and credential there, and no query parameter is kept as "harmless" -- which ones are
+    depends on the store. Only the request sent to the service carries the full URL (``document.url`` / the image
+    URL); results, metadata, the cache, the CLI's output, error messages and log lines carry this form. The cache
+    key and :attr:`Source.sha256` still hash the full URL, so two URLs that differ only in their query stay apart.
+
+    Example:
+        >>> redact_url("https://bucket.oss.example.com/a/b.pdf?Expires=1&Signature=abc%2B#p2")
+        'https://bucket.oss.example.com/a/b.pdf'
+        >>> redact_url("https://user:pw@host:8443/x.png"), redact_url("docs/a?b.pdf")
+        ('https://host:8443/x.png', 'docs/a?b.pdf')
+    """
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # an unparsable "URL" (a bad IPv6 literal...): keep nothing after the path
+        return text.split("?", 1)[0].split("#", 1)[0]
+    if parts.scheme.lower() not in ("http", "https"):
+        return text
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def redact_url_in(text: str, url: str | None) -> str:
+    """``text`` with every occurrence of the full ``url`` (and of its query string) replaced by its redacted form,
+    for messages a service may have echoed the URL into."""
+    if not url or not text:
+        return text
+    shown = redact_url(url)
+    if shown == url:
+        return text
+    text = text.replace(url, shown)
+    query = urlsplit(url).query
+    if len(query) >= 8:
+        text = text.replace(query, "…")
+    return text
+
+
 def human_size(n: int | float) -> str:
     """``8388608`` → ``"8.0 MiB"``."""
     size = float(n)
@@ -114,11 +156,12 @@ class Source:
     """One input, ready to send.
 
     Attributes:
-        origin: the path or URL as the caller gave it (or the file name, for bytes).
+        origin: the path or URL as the caller gave it (or the file name, for bytes); a URL without its query
+            string and fragment (see :func:`redact_url`).
         file_name: the file name sent to the service.
         file_type: lowercase type without dot (``pdf``, ``png``, ``jpg``, ``docx``...), sniffed from the bytes.
         data: the bytes, or ``None`` when ``url`` is set.
-        url: an ``http(s)`` URL the service fetches itself.
+        url: an ``http(s)`` URL the service fetches itself, in full (sent, never stored or shown).
         page: for a page image cut out of a multi-page file, its 1-based page number.
     """
 
@@ -129,6 +172,13 @@ class Source:
     url: str | None = None
     page: int | None = None
     _sha256: str = field(default="", repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # An http(s) origin is stored and shown without its query (a presigned URL's signature): see redact_url.
+        # ``url`` keeps the full URL: it is what the service is sent.
+        shown = redact_url(self.origin)
+        if shown != self.origin:
+            object.__setattr__(self, "origin", shown)
 
     @property
     def sha256(self) -> str:
@@ -154,7 +204,7 @@ class Source:
         return f"data:{self.mime_type};base64,{base64.b64encode(self.data).decode('ascii')}"
 
     def __repr__(self) -> str:
-        where = f"url={self.url!r}" if self.url else f"{human_size(self.size)}"
+        where = f"url={redact_url(self.url)!r}" if self.url else f"{human_size(self.size)}"
         page = f", page={self.page}" if self.page else ""
         return f"Source({self.origin!r}, type={self.file_type}, {where}{page})"
 

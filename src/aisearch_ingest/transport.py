@@ -19,9 +19,10 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import anyio
@@ -149,6 +150,61 @@ def _request_id(headers: httpx.Headers, body: Any) -> str | None:
     return str(rid) if rid else None
 
 
+class _BearerAuth(httpx.Auth):
+    """Sets ``Authorization: Bearer <key>`` on the request inside httpx's send, at the last moment.
+
+    No frame of ours holds a headers dict with the key in it (a retry loop's locals, a traceback's frames...):
+    the key lives only in the :class:`~aisearch_ingest.config.SecretStr`, and the header only on the outgoing
+    request (whose ``repr`` and ``headers`` repr httpx masks)."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: SecretStr) -> None:
+        self._key = key
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = "Bearer " + self._key.get_secret_value()
+        yield request
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(**********)"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("the transport's credentials are never pickled")
+
+
+def _scrub_traceback(exc: BaseException) -> BaseException:
+    """Keep only our own frames in the tracebacks of ``exc`` (an httpx error) and of its chain; the exception types
+    and messages stay.
+
+    The frames below ours are the HTTP stack's (httpx, httpcore, h11, anyio, asyncio, ssl, socket): their locals may
+    hold the raw request -- httpcore's ``h11.Request`` event, the bytes being written, ``Authorization`` included --
+    and tools that record frame locals would ship them. Our own frames never hold the key (see :class:`_BearerAuth`).
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = _own_frames(current.__traceback__)
+        todo += [current.__cause__, current.__context__]
+    return exc
+
+
+def _own_frames(tb: TracebackType | None) -> TracebackType | None:
+    entries = []
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__", "").partition(".")[0] == "aisearch_ingest":
+            entries.append(tb)
+        tb = tb.tb_next
+    rebuilt: TracebackType | None = None
+    for entry in reversed(entries):
+        rebuilt = TracebackType(rebuilt, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
+    return rebuilt
+
+
 def _decode(response: httpx.Response) -> Any:
     text = response.text
     if not text:
@@ -188,7 +244,7 @@ class Transport:
         http_client_factory: Callable[[], httpx.AsyncClient] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._api_key = api_key
+        self._auth = _BearerAuth(api_key)
         self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout, connect=10.0)
         self.retry = retry or RetryPolicy()
         if limiter is None:
@@ -208,6 +264,12 @@ class Transport:
 
     def __repr__(self) -> str:
         return f"Transport(base_url={self.base_url!r})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a Transport (an API key, event-loop clients and connections) cannot be pickled; build the client again "
+            "in the other process (the key from its arguments or environment)"
+        )
 
     # -- clients -------------------------------------------------------------------------------------------------
 
@@ -236,9 +298,10 @@ class Transport:
         if client is not None:
             await client.aclose()
 
-    def _auth_headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+    def _request_headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+        """The default and extra headers; never the key (``Authorization`` is set by :class:`_BearerAuth` inside
+        httpx's send)."""
         headers = dict(self._headers)
-        headers["authorization"] = f"Bearer {self._api_key.get_secret_value()}"
         if extra:
             headers.update(extra)
         return headers
@@ -299,7 +362,7 @@ class Transport:
         such a call is counted in ``counter.unconfirmed`` before it is retried."""
         url = self.base_url + path
         content = None
-        req_headers = self._auth_headers(headers)
+        req_headers = self._request_headers(headers)
         if json_body is not None:
             content = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             req_headers.setdefault("content-type", "application/json; charset=utf-8")
@@ -323,7 +386,7 @@ class Transport:
                 request = client.build_request(
                     method, url, content=content, params=params, headers=req_headers, extensions=extensions
                 )
-                response = await client.send(request, stream=stream)
+                response = await client.send(request, stream=stream, auth=self._auth)
             except httpx.TimeoutException as exc:
                 self._feedback(stamps, throttled=False, failed=True)
                 self._lost_answer(billed and sent.done, counter, what, source)
@@ -331,7 +394,7 @@ class Transport:
                 if await self._wait_for_retry(attempt, None, what, source, err, counter):
                     attempt += 1
                     continue
-                raise err from exc
+                raise err from _scrub_traceback(exc)
             except httpx.TransportError as exc:
                 self._feedback(stamps, throttled=False, failed=True)
                 self._lost_answer(billed and sent.done, counter, what, source)
@@ -341,7 +404,7 @@ class Transport:
                 if await self._wait_for_retry(attempt, None, what, source, err, counter):
                     attempt += 1
                     continue
-                raise err from exc
+                raise err from _scrub_traceback(exc)
             if response.status_code < 400:
                 self._feedback(stamps, throttled=False)
                 return response
@@ -483,6 +546,8 @@ async def iter_lines(response: httpx.Response, *, what: str, source: str | None)
         async for line in response.aiter_lines():
             yield line
     except httpx.TimeoutException as exc:
-        raise APITimeoutError(f"{what}: stream timed out", source=source) from exc
+        raise APITimeoutError(f"{what}: stream timed out", source=source) from _scrub_traceback(exc)
     except httpx.TransportError as exc:
-        raise APIConnectionError(f"{what}: stream broke off ({type(exc).__name__})", source=source) from exc
+        raise APIConnectionError(
+            f"{what}: stream broke off ({type(exc).__name__})", source=source
+        ) from _scrub_traceback(exc)

@@ -27,6 +27,7 @@ from .._adapters import (
     source_from_bytes,
 )
 from ..aisearch import DocumentAnalyzer, ImageAnalyzer
+from ..config import as_secret
 from ..documents import Mode, Record, stable_key
 from ..engine import ParserEngine
 from ..results import Outcome
@@ -64,8 +65,18 @@ def index_key(document: Document) -> str:
     return stable_key(document.id or "", document.page_content, document.metadata)
 
 
+def _hide_key(client_kwargs: dict[str, Any]) -> None:
+    """Wrap ``api_key`` in a SecretStr in place, first thing: no frame of ours keeps the raw key as a local (in the
+    keyword dict) if building the client raises."""
+    if "api_key" in client_kwargs:
+        client_kwargs["api_key"] = as_secret(client_kwargs["api_key"])
+
+
 class _Service:
-    """Client construction and output options shared by loaders and parsers."""
+    """Client construction and output options shared by loaders and parsers.
+
+    A loader or parser is not picklable (its client holds the API key, an event-loop thread and connections):
+    ``pickle.dumps`` raises ``TypeError``; build one per process."""
 
     def _setup(
         self,
@@ -109,6 +120,7 @@ class _ServiceLoader(_Service, BaseLoader):
         client: ParserEngine | None = None,
         **client_kwargs: Any,
     ) -> None:
+        _hide_key(client_kwargs)
         self.file_path = file_path
         self.glob, self.recursive, self.show_progress = glob, recursive, show_progress
         self._setup(client, client_kwargs, mode, on_error, chunk_max_tokens, include_headings)
@@ -152,6 +164,7 @@ class _ServiceParser(_Service, BaseBlobParser):
         client: ParserEngine | None = None,
         **client_kwargs: Any,
     ) -> None:
+        _hide_key(client_kwargs)
         self._setup(client, client_kwargs, mode, on_error, chunk_max_tokens, include_headings)
 
     def lazy_parse(self, blob: Blob) -> Iterator[Document]:

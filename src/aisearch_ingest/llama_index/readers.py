@@ -83,6 +83,8 @@ class _ServiceReader(BasePydanticReader):
     _billed_twice: dict[str, int] = PrivateAttr(default_factory=dict)
 
     def __init__(self, *, client: ParserEngine | None = None, **data: Any) -> None:
+        if isinstance(data.get("api_key"), str):  # first: no frame of ours keeps the raw key as a local
+            data["api_key"] = SecretStr(data["api_key"])
         super().__init__(**data)
         check_choices(self.mode, self.on_error)
         self._client = client
