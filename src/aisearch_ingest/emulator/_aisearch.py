@@ -9,7 +9,10 @@ Choices where the vendor's pages are silent (documented in the emulator's module
 * the declared ``file_type`` must match the content (a PNG sent as ``pdf`` is a 400 for ``content``, a
   ``FAIL`` for ``url``, whose bytes are only seen by the task);
 * ``ops-document-analyze-002`` takes images as well as documents ("PDFs and images", CHANGES-2026.md §D): an image
-  is read by the OCR backend into markdown, one page; ``-001`` refuses image types with a 400.
+  is read by the OCR backend into markdown, one page; ``-001`` refuses image types with a 400;
+* ``document.url`` is downloaded only when it is one of the emulator's own files or under an allowed prefix, with no
+  redirects (:class:`~aisearch_ingest.emulator._runtime.UrlPolicy`); any other URL fails the task
+  ("download document failed: ..."), as a URL the service cannot download does, before any connection is made.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from ._runtime import (
     acs_request_id,
     count_tokens,
     error_reply,
-    fetch_loopback,
     load_backends,
     memo,
     missing_extra_message,
@@ -375,7 +377,7 @@ class AISearchService:
             if data is None:
                 assert document.url is not None
                 try:
-                    data = fetch_loopback(document.url)
+                    data = self.rt.fetch(document.url)
                 except OSError as exc:
                     return _Outcome(error=f"download document failed: {document.url}: {exc}")
                 if not data:

@@ -44,7 +44,6 @@ from ._runtime import (
     count_tokens,
     dashscope_request_id,
     error_reply,
-    fetch_loopback,
     is_loopback_url,
     load_backends,
     memo,
@@ -405,7 +404,8 @@ class QwenService:
                     "127.0.0.1/localhost URLs; send a data: URL instead)"
                 )
             try:
-                return fetch_loopback(ref, max_bytes=MAX_IMAGE_BYTES)
+                # its own files, or URLs under an allowed prefix, with no redirects (see _runtime.UrlPolicy)
+                return self.rt.fetch(ref, max_bytes=MAX_IMAGE_BYTES)
             except OSError as exc:
                 raise _Invalid(f"Failed to download the image {ref}: {exc}") from exc
         raise _Invalid(
