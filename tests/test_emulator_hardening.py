@@ -10,6 +10,9 @@ Over real sockets: a tiny ``http.server`` on 127.0.0.1 plays "another local serv
 
 from __future__ import annotations
 
+import importlib
+import io
+import logging
 import threading
 import time
 import uuid
@@ -20,6 +23,14 @@ from typing import Any
 import httpx
 import pytest
 
+from aisearch_ingest import (
+    BadRequestError,
+    DocumentAnalyzer,
+    ImageAnalyzer,
+    PollPolicy,
+    QwenOCR,
+    TaskFailedError,
+)
 from aisearch_ingest.emulator import Emulator
 from aisearch_ingest.emulator import server as emulator_server
 
@@ -194,3 +205,89 @@ def test_cli_refuses_a_public_host_without_a_key(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(emulator_server, "Server", _no_bind)
     assert emulator_server.main(["--host", "0.0.0.0", "--port", "0"]) == 2
     assert "without an API key" in capsys.readouterr().out
+
+
+# --- 2. backend failures
+
+
+def _thin_png() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 3000), "white").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("route", ["sync", "async"])
+def test_image_the_ocr_cannot_read_fails_once_with_a_reason(route: str) -> None:
+    _needs_backends()
+    with Emulator(api_key=KEY) as emu:
+        analyzer = ImageAnalyzer(
+            api_key=KEY,
+            endpoint=emu.url,
+            service_id="ops-image-analyze-ocr-001",
+            route=route,  # type: ignore[arg-type]
+            poll=PollPolicy(min_interval=0.05, max_interval=0.2, timeout=30),
+        )
+        started = time.monotonic()
+        with analyzer, pytest.raises(TaskFailedError) as info:
+            analyzer.parse(_thin_png(), file_name="thin.png")
+        elapsed = time.monotonic() - started
+        stats = emu.stats
+    assert "thin.png" in str(info.value) and info.value.error and "could not be parsed" in info.value.error
+    assert stats.calls_by_route.get(f"image-analyze/{route}") == 1
+    assert 500 not in stats.responses_by_status
+    assert elapsed < 5
+
+
+@pytest.fixture
+def broken_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    _needs_backends()
+    backends = importlib.import_module("aisearch_ingest.emulator.backends")
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("backend exploded")
+
+    for name in ("analyze_document", "analyze_image", "qwen_ocr"):
+        monkeypatch.setattr(backends, name, boom)
+
+
+@pytest.mark.parametrize("route", ["sync", "async"])
+def test_any_backend_exception_is_a_failed_task(broken_backends: None, route: str, caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG, logger="aisearch_ingest.emulator")
+    data = HTML + uuid.uuid4().hex.encode()  # new bytes: nothing memoised
+    with Emulator(api_key=KEY) as emu:
+        analyzer = DocumentAnalyzer(
+            api_key=KEY,
+            endpoint=emu.url,
+            route=route,  # type: ignore[arg-type]
+            poll=PollPolicy(min_interval=0.05, max_interval=0.2, timeout=30),
+        )
+        started = time.monotonic()
+        with analyzer, pytest.raises(TaskFailedError) as info:
+            analyzer.parse(data, file_name="notes.html")
+        elapsed = time.monotonic() - started
+        stats = emu.stats
+    # the reason names the file and the exception, and the traceback is logged at DEBUG (not as an error)
+    assert info.value.error == "'notes.html' could not be parsed: RuntimeError: backend exploded"
+    assert "notes.html" in str(info.value)
+    assert stats.calls_by_route.get(f"document-analyze/{route}") == 1 and 500 not in stats.responses_by_status
+    assert elapsed < 5
+    logged = [r for r in caplog.records if r.exc_info and "backend exploded" in str(r.exc_info[1])]
+    assert logged and all(r.levelno == logging.DEBUG for r in logged)
+
+
+def test_qwen_backend_exception_is_a_400_with_the_reason(broken_backends: None) -> None:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    colour = tuple(uuid.uuid4().bytes[:3])  # new bytes: nothing memoised
+    Image.new("RGB", (64, 48), colour).save(buffer, format="PNG")
+    with Emulator(api_key=KEY) as emu, QwenOCR(api_key=KEY, base_url=emu.url) as ocr:
+        started = time.monotonic()
+        with pytest.raises(BadRequestError) as info:
+            ocr.parse(buffer.getvalue(), file_name="scan.png")
+        elapsed = time.monotonic() - started
+        stats = emu.stats
+    assert "scan.png" in str(info.value) and "backend exploded" in str(info.value)
+    assert stats.calls_by_route.get("dashscope/generation") == 1 and elapsed < 5

@@ -203,8 +203,10 @@ class QwenService:
         except ImportError as exc:
             return error_reply(family, 500, missing_extra_message("images for Qwen-OCR", exc))
         except Exception as exc:
-            logger.exception("emulator: Qwen-OCR backend failed")
-            return error_reply(family, 500, f"{type(exc).__name__}: {exc}")
+            # Whatever the OCR backend raises for an image is answered as the bad input it is: a 400
+            # InvalidParameter with the reason (DashScope's documented error body), not a 500 a client retries.
+            logger.debug("emulator: Qwen-OCR backend failed", exc_info=True)
+            return error_reply(family, 400, f"The image could not be recognised: {type(exc).__name__}: {exc}")
         rid = dashscope_request_id()
         latency = self.rt.latency
         if not job.stream:
