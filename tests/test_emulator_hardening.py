@@ -10,6 +10,7 @@ Over real sockets: a tiny ``http.server`` on 127.0.0.1 plays "another local serv
 
 from __future__ import annotations
 
+import base64
 import importlib
 import io
 import logging
@@ -27,6 +28,7 @@ from aisearch_ingest import (
     BadRequestError,
     DocumentAnalyzer,
     ImageAnalyzer,
+    InvalidInputError,
     PollPolicy,
     QwenOCR,
     TaskFailedError,
@@ -37,7 +39,6 @@ from aisearch_ingest.emulator import server as emulator_server
 KEY = "test-key-hardening"
 WS = "default"
 DOC = f"/v3/openapi/workspaces/{WS}/document-analyze/ops-document-analyze-001"
-IMG = f"/v3/openapi/workspaces/{WS}/image-analyze/ops-image-analyze-ocr-001"
 GEN = "/api/v1/services/aigc/multimodal-generation/generation"
 SECRET = b"SECRET-TOKEN-" + uuid.uuid4().hex.encode()
 HTML = b"<html><body><h1>Shared notes</h1><p>Nothing secret here.</p></body></html>"
@@ -291,3 +292,40 @@ def test_qwen_backend_exception_is_a_400_with_the_reason(broken_backends: None) 
         stats = emu.stats
     assert "scan.png" in str(info.value) and "backend exploded" in str(info.value)
     assert stats.calls_by_route.get("dashscope/generation") == 1 and elapsed < 5
+
+
+# --- 3. PDFs with no pages
+
+
+def _zero_page_pdf() -> bytes:
+    import pypdfium2 as pdfium
+
+    pdf = pdfium.PdfDocument.new()
+    buffer = io.BytesIO()
+    pdf.save(buffer)
+    pdf.close()
+    return buffer.getvalue()
+
+
+def test_zero_page_pdf_is_refused_by_the_clients_before_sending() -> None:
+    data = _zero_page_pdf()
+    with Emulator(api_key=KEY) as emu:
+        with DocumentAnalyzer(api_key=KEY, endpoint=emu.url) as analyzer, pytest.raises(InvalidInputError) as info:
+            analyzer.parse(data, file_name="blank.pdf")
+        assert info.value.limit == "pages" and info.value.value == 0 and "blank.pdf" in str(info.value)
+        with QwenOCR(api_key=KEY, base_url=emu.url) as ocr, pytest.raises(InvalidInputError) as qinfo:
+            ocr.parse(data, file_name="blank.pdf")
+        assert qinfo.value.limit == "pages" and qinfo.value.value == 0 and "blank.pdf" in str(qinfo.value)
+        assert emu.stats.total_calls == 0
+
+
+def test_emulator_fails_a_zero_page_pdf_with_its_own_reason() -> None:
+    _needs_backends()
+    body = {"document": {"content": base64.b64encode(_zero_page_pdf()).decode(), "file_name": "blank.pdf"}}
+    with Emulator(api_key=KEY) as emu, _http(emu) as client:
+        result = client.post(f"{DOC}/sync", json=body).json()["result"]
+        task = client.post(f"{DOC}/async", json=body).json()["result"]["task_id"]
+        status = _poll(client, DOC, task)["result"]
+    for answer in (result, status):
+        assert answer["status"] == "FAIL" and "no pages" in answer["error"], answer
+        assert "password" not in answer["error"].lower()
