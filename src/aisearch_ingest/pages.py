@@ -30,6 +30,7 @@ import functools
 import io
 import logging
 import math
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,7 +63,9 @@ __all__ = [
     "encoded_size",
     "image_size",
     "is_multipage",
+    "no_pages_error",
     "open_pages",
+    "pdf_has_no_pages",
     "pixel_limit",
     "render_scale",
 ]
@@ -77,6 +80,51 @@ MAX_IMAGE_BYTES = 10 * 1024 * 1024
 QWEN_IMAGE_TYPES = frozenset({"bmp", "jpg", "png", "tiff", "webp", "heic"})
 
 PDFIUM_LOCK = threading.RLock()
+#: Plain-text page objects: a PDF holding one has pages, and needs no opening to tell (object streams hide them).
+_PLAIN_PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![A-Za-z0-9])")
+_ZERO_COUNT = re.compile(rb"/Count\s*0(?![0-9.])")
+
+
+def _zero_pages_error(data: bytes) -> bool:
+    """Whether pdfium's refusal to open ``data`` is because the PDF has no pages.
+
+    pdfium loads a document whose page tree is empty as a failure (``CPDF_Document::HandleLoadResult``), and the
+    error code it leaves is no help: pypdfium2 reports "Success" (0), or a stale code of the thread's last call
+    such as "Incorrect password error". So the bytes decide: no ``/Encrypt`` entry (the trailer is never
+    compressed), no page object, and a page tree with ``/Count 0``.
+    """
+    return b"/Encrypt" not in data and not _PLAIN_PAGE_OBJECT.search(data) and bool(_ZERO_COUNT.search(data))
+
+
+def pdf_has_no_pages(data: bytes) -> bool:
+    """Whether ``data`` is a PDF with 0 pages (cheap for most PDFs: one with a plain-text page object is not opened).
+
+    A PDF pdfium cannot open for another reason (damaged, password-protected) is not reported here: the service may
+    read what pdfium cannot, and says so itself.
+    """
+    if _PLAIN_PAGE_OBJECT.search(data):
+        return False
+    import pypdfium2 as pdfium
+
+    with PDFIUM_LOCK:
+        try:
+            pdf = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError:
+            return _zero_pages_error(data)
+        try:
+            return len(pdf) == 0
+        finally:
+            pdf.close()
+
+
+def no_pages_error(where: str) -> InvalidInputError:
+    """The error for a PDF with 0 pages: ``limit="pages"``, ``value=0``, naming ``where``."""
+    return InvalidInputError(
+        f"{where} is a PDF with no pages (0 pages); there is nothing to parse",
+        source=where,
+        limit="pages",
+        value=0,
+    )
 
 
 def encoded_size(n_bytes: int, mime_type: str) -> int:
@@ -396,6 +444,8 @@ class PageDocument:
             try:
                 self._pdf = pdfium.PdfDocument(data)
             except pdfium.PdfiumError as exc:
+                if _zero_pages_error(data):
+                    raise no_pages_error(where) from exc
                 raise InvalidInputError(
                     f"{where}: the PDF cannot be opened ({exc}); is it damaged or password-protected?",
                     source=where,
@@ -447,7 +497,7 @@ class PageDocument:
         """
         where = self.source.origin
         if not self.layouts:
-            raise InvalidInputError(f"{where} has no pages", source=where, limit="empty", value=0)
+            raise InvalidInputError(f"{where} has no pages (0 pages)", source=where, limit="pages", value=0)
         for layout in self.layouts:
             check_dimensions(
                 layout.width,

@@ -433,7 +433,8 @@ def check_aisearch_body(source: Source, *, allowed: frozenset[str], service: str
     """Validate a source for an AI Search service before anything is sent.
 
     Raises:
-        InvalidInputError: unsupported type, or a body that would exceed 8 MB once base64-encoded.
+        InvalidInputError: unsupported type, a body that would exceed 8 MB once base64-encoded, or a PDF with no
+            pages (``limit="pages"``, ``value=0``).
     """
     kind = source.file_type
     if source.url is not None:
@@ -454,6 +455,11 @@ def check_aisearch_body(source: Source, *, allowed: frozenset[str], service: str
             value=kind,
         )
     _check_body_size(source.origin, source.size, source.file_name, service)
+    if kind == "pdf" and source.data is not None:
+        from .pages import no_pages_error, pdf_has_no_pages  # pages imports this module
+
+        if pdf_has_no_pages(source.data):
+            raise no_pages_error(source.origin)
 
 
 def _check_body_size(origin: str, size: int, file_name: str, service: str) -> None:

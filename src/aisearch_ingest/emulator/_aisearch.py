@@ -9,7 +9,12 @@ Choices where the vendor's pages are silent (documented in the emulator's module
 * the declared ``file_type`` must match the content (a PNG sent as ``pdf`` is a 400 for ``content``, a
   ``FAIL`` for ``url``, whose bytes are only seen by the task);
 * ``ops-document-analyze-002`` takes images as well as documents ("PDFs and images", CHANGES-2026.md §D): an image
-  is read by the OCR backend into markdown, one page; ``-001`` refuses image types with a 400.
+  is read by the OCR backend into markdown, one page; ``-001`` refuses image types with a 400;
+* a file the backends cannot parse (whatever they raise, the ``local`` extra missing included) is a failed task
+  with the reason in ``result.error``, on ``/sync`` too (HTTP 200: "请求成功,包括任务失败场景"), never a 500;
+* ``document.url`` is downloaded only when it is one of the emulator's own files or under an allowed prefix, with no
+  redirects (:class:`~aisearch_ingest.emulator._runtime.UrlPolicy`); any other URL fails the task
+  ("download document failed: ..."), as a URL the service cannot download does, before any connection is made.
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ from ._runtime import (
     acs_request_id,
     count_tokens,
     error_reply,
-    fetch_loopback,
     load_backends,
     memo,
     missing_extra_message,
@@ -99,7 +103,6 @@ class _Outcome:
     usage: dict[str, Any] | None = None
     pages: int = 1
     tokens: int = 0
-    internal: bool = False
 
 
 @dataclass
@@ -342,9 +345,10 @@ class AISearchService:
             # a sync call that never finishes: hold the connection until the client gives up or we stop
             self.rt.sleep(3600.0)
             return DropReply()
+        # A parse that fails is a 200 with result.status FAIL and the reason in result.error, on /sync as on
+        # task-status: "200 请求成功,包括任务失败场景,实际任务状态需从result.status中判断" (the sync section of the
+        # document-analyze page; the image-analyze page says the same). Never a 500: a client would retry it.
         outcome = _Outcome(error=fault[1]) if fault is not None else self._run(document)
-        if outcome.internal:
-            return error_reply("aisearch", 500, outcome.error, latency_ms=_ms(request.received))
         total = latency.fixed if outcome.error else latency.total(outcome.pages, outcome.tokens)
         if self.rt.sleep(request.received + total - time.monotonic()):
             return DropReply()
@@ -375,7 +379,7 @@ class AISearchService:
             if data is None:
                 assert document.url is not None
                 try:
-                    data = fetch_loopback(document.url)
+                    data = self.rt.fetch(document.url)
                 except OSError as exc:
                     return _Outcome(error=f"download document failed: {document.url}: {exc}")
                 if not data:
@@ -388,9 +392,11 @@ class AISearchService:
             if document.kind == "image-analyze":
                 return self._run_image(document, data)
             return self._run_document(document, data)
-        except Exception as exc:  # a backend bug: report it as the service would, keep serving
-            logger.exception("emulator: %s failed", document.kind)
-            return _Outcome(error=f"InternalServerError: {type(exc).__name__}: {exc}", internal=True)
+        except Exception as exc:
+            # Whatever a backend raises (a 1x3000 PNG makes the OCR engine fail inside its resize) ends the task as
+            # a failure with the reason, never as a 500 a client would retry: the same bytes fail the same way.
+            logger.debug("emulator: %s of %r failed", document.kind, document.file_name, exc_info=True)
+            return _Outcome(error=f"{_what(document)} could not be parsed: {_describe(exc)}")
 
     def _run_image(self, document: _Document, data: bytes) -> _Outcome:
         sid = document.service_id
@@ -401,7 +407,7 @@ class AISearchService:
         try:
             analysis = memo.get(("image-analyze", sid, sha256_hex(data)), compute, lambda a: len(a.content))
         except ImportError as exc:
-            return _Outcome(error=missing_extra_message(f"{document.file_type} images", exc), internal=True)
+            return _Outcome(error=missing_extra_message(f"{document.file_type} images", exc))
         except ValueError as exc:
             return _Outcome(error=str(exc) or type(exc).__name__)
         content = str(analysis.content)
@@ -432,7 +438,7 @@ class AISearchService:
             backend_usage: Mapping[str, Any] = analysis.usage or {}
         except ImportError as exc:
             if file_type not in ("html", "md", "txt"):
-                return _Outcome(error=missing_extra_message(f"{file_type} documents", exc), internal=True)
+                return _Outcome(error=missing_extra_message(f"{file_type} documents", exc))
             logger.debug("emulator: backends unavailable (%s); using the plain-text fallback", exc)
             content, content_type, pages, page_num, backend_usage = _fallback_document(data, file_type)
         except ValueError as exc:
@@ -466,16 +472,27 @@ class AISearchService:
         return _DATA_IMAGE_RE.sub(replace, text)
 
 
+def _what(document: _Document) -> str:
+    """How a failure message names the file."""
+    return repr(document.file_name) if document.file_name else f"the {document.file_type} file"
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, the message of its cause when it has none (rapidocr's ``ResizeImgError()`` is bare)."""
+    text = str(exc) or (str(exc.__cause__) if exc.__cause__ is not None else "")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _weigh_document(analysis: Any) -> int:
     return len(analysis.content) + sum(len(p) for p in analysis.pages or ())
 
 
 def _chain(source: Future[_Outcome], target: Future[_Outcome]) -> None:
     if source.cancelled():
-        target.set_result(_Outcome(error="the emulator stopped before the task ran", internal=True))
+        target.set_result(_Outcome(error="the emulator stopped before the task ran"))
         return
     exc = source.exception()
     if exc is not None:
-        target.set_result(_Outcome(error=f"InternalServerError: {exc}", internal=True))
+        target.set_result(_Outcome(error=f"the task could not be run: {_describe(exc)}"))
     else:
         target.set_result(source.result())

@@ -44,7 +44,6 @@ from ._runtime import (
     count_tokens,
     dashscope_request_id,
     error_reply,
-    fetch_loopback,
     is_loopback_url,
     load_backends,
     memo,
@@ -204,8 +203,10 @@ class QwenService:
         except ImportError as exc:
             return error_reply(family, 500, missing_extra_message("images for Qwen-OCR", exc))
         except Exception as exc:
-            logger.exception("emulator: Qwen-OCR backend failed")
-            return error_reply(family, 500, f"{type(exc).__name__}: {exc}")
+            # Whatever the OCR backend raises for an image is answered as the bad input it is: a 400
+            # InvalidParameter with the reason (DashScope's documented error body), not a 500 a client retries.
+            logger.debug("emulator: Qwen-OCR backend failed", exc_info=True)
+            return error_reply(family, 400, f"The image could not be recognised: {type(exc).__name__}: {exc}")
         rid = dashscope_request_id()
         latency = self.rt.latency
         if not job.stream:
@@ -405,7 +406,8 @@ class QwenService:
                     "127.0.0.1/localhost URLs; send a data: URL instead)"
                 )
             try:
-                return fetch_loopback(ref, max_bytes=MAX_IMAGE_BYTES)
+                # its own files, or URLs under an allowed prefix, with no redirects (see _runtime.UrlPolicy)
+                return self.rt.fetch(ref, max_bytes=MAX_IMAGE_BYTES)
             except OSError as exc:
                 raise _Invalid(f"Failed to download the image {ref}: {exc}") from exc
         raise _Invalid(

@@ -10,11 +10,11 @@ import re
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from ._control import Faults, Injections, Latency, LockedRandom, Recorder
 from ._http import JsonReply
@@ -23,10 +23,12 @@ __all__ = [
     "LOCAL_EXTRA_HINT",
     "FileStore",
     "Runtime",
+    "UrlPolicy",
     "acs_request_id",
     "count_tokens",
     "dashscope_request_id",
     "error_reply",
+    "fetch_url",
     "is_loopback_url",
     "load_backends",
     "memo",
@@ -160,35 +162,160 @@ def is_loopback_url(url: str) -> bool:
         return False
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return False
-    host = parts.hostname
-    if host == "localhost":
+    return _is_loopback_name(parts.hostname)
+
+
+def _is_loopback_name(host: str) -> bool:
+    if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
 
-def fetch_loopback(url: str, *, timeout: float = 10.0, max_bytes: int = 100 * 1024 * 1024) -> bytes:
-    """Download a loopback URL, ignoring proxy settings.
+#: Where the emulator serves its own files (:meth:`Runtime.file_url`).
+_FILES_PREFIX = "/_emulator/files/"
+
+
+def _redirect_handler() -> Any:
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        # Returning None makes urllib raise the 3xx as an HTTPError instead of following it: an allowed URL must not
+        # lead the emulator on to one that is not (another local service, a token file...).
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    return NoRedirect()
+
+
+def _url_prefix(prefix: str) -> tuple[str, str, int, str]:
+    """``(scheme, host, port, path)`` of an ``allow_urls`` entry.
 
     Raises:
-        OSError: for a non-loopback URL (the emulator is offline), a network error, an HTTP error status or a
-            body over ``max_bytes``.
+        ValueError: not an http(s) URL on a loopback host, or one with user info, a query or a fragment.
+    """
+    try:
+        parts = urlsplit(prefix)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"allowed URL prefix {prefix!r} is not a valid URL: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"allowed URL prefix {prefix!r} must be an http(s) URL such as http://127.0.0.1:9000/")
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise ValueError(f"allowed URL prefix {prefix!r} must have no user info, query or fragment")
+    if not is_loopback_url(prefix):
+        raise ValueError(
+            f"allowed URL prefix {prefix!r} is not on 127.0.0.1/localhost: the emulator is offline and downloads "
+            "nothing from other hosts"
+        )
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    return parts.scheme, parts.hostname.lower(), port, parts.path or "/"
+
+
+def _path_under(path: str, prefix_path: str) -> bool:
+    if prefix_path in ("", "/") or path == prefix_path:
+        return True
+    return path.startswith(prefix_path if prefix_path.endswith("/") else prefix_path + "/")
+
+
+class UrlPolicy:
+    """Which URLs the emulator downloads (``document.url``, Qwen-OCR image URLs).
+
+    By default only its own files (:meth:`Emulator.serve_file`, ``output.image_storage=url`` links), read from its
+    store without a request; URLs under an ``allow_urls`` prefix (loopback only: the emulator is offline) are
+    downloaded with no proxy and **no redirects**. Everything else is refused before any connection is made, so an
+    emulator shared with a team (``--host``) cannot be used to read other local services.
+    """
+
+    def __init__(self, allow_urls: Sequence[str] = ()) -> None:
+        if isinstance(allow_urls, str):
+            raise TypeError("allow_urls must be a sequence of URL prefixes, not one string")
+        self.prefixes = tuple(_url_prefix(p) for p in allow_urls)
+        self.allow_urls = tuple(allow_urls)
+
+    def allowed(self, url: str) -> bool:
+        """Whether ``url`` is under one of the allowed prefixes (scheme, host and port equal, path under)."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return False
+        host = (parts.hostname or "").lower()
+        return any(
+            parts.scheme == scheme and host == p_host and port == p_port and _path_under(parts.path or "/", p_path)
+            for scheme, p_host, p_port, p_path in self.prefixes
+        )
+
+
+def fetch_url(
+    url: str,
+    *,
+    policy: UrlPolicy,
+    own_files: FileStore,
+    own_host: str,
+    own_port: int,
+    timeout: float = 10.0,
+    max_bytes: int = 100 * 1024 * 1024,
+) -> bytes:
+    """The bytes at ``url``, if the emulator may fetch it (see :class:`UrlPolicy`).
+
+    Raises:
+        OSError: with the reason: a URL the policy refuses (not loopback: "offline"; not the emulator's own file nor
+            under an allowed prefix), a redirect, a network error, an HTTP error status or a body over ``max_bytes``.
     """
     import urllib.error
     import urllib.request
 
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise OSError(f"not a valid URL ({exc})") from exc
+    if parts.username is not None or parts.password is not None:
+        raise OSError("URLs with user info (user@host) are not downloaded")
+    path = unquote(parts.path or "/")
+    if any(segment in (".", "..") for segment in path.split("/")) or "\\" in path:
+        raise OSError("URLs with '.' or '..' path segments are not downloaded")
+    host = (parts.hostname or "").lower()
+    if (
+        parts.scheme == "http"
+        and port == own_port
+        and (host == own_host.lower() or _is_loopback_name(host))
+        and path.startswith(_FILES_PREFIX)
+    ):
+        # One of its own files: read from the store, no request (also when bound to a public address).
+        found = own_files.get(path[len(_FILES_PREFIX) :])
+        if found is None:
+            raise OSError(f"HTTP 404 from {url}: the emulator serves no such file")
+        if len(found[0]) > max_bytes:
+            raise OSError(f"the file at {url} is larger than {max_bytes} bytes")
+        return found[0]
     if not is_loopback_url(url):
         raise OSError(
             "the emulator is offline and can only download http URLs on 127.0.0.1/localhost; "
             "send the file as content instead"
         )
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    if not policy.allowed(url):
+        raise OSError(
+            "the emulator downloads only the files it serves itself (Emulator.serve_file) and URLs under the "
+            "prefixes it was started with (allow_urls=(...) / --allow-url PREFIX); this URL is neither"
+        )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _redirect_handler())
     try:
         with opener.open(url, timeout=timeout) as response:
             data: bytes = response.read(max_bytes + 1)
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            location = exc.headers.get("Location", "") if exc.headers is not None else ""
+            exc.close()
+            raise OSError(
+                f"HTTP {exc.code} redirect to {location or '(no Location)'}: the emulator follows no redirects; "
+                "give the file's own URL"
+            ) from exc
+        exc.close()
         raise OSError(f"HTTP {exc.code} from {url}") from exc
     except (urllib.error.URLError, ValueError) as exc:
         raise OSError(str(getattr(exc, "reason", exc))) from exc
@@ -337,7 +464,9 @@ class Runtime:
         faults: Faults | None,
         seed: int | None,
         task_status_on_fail: str,
+        allow_urls: Sequence[str] = (),
     ) -> None:
+        self.url_policy = UrlPolicy(allow_urls)
         self.latency = latency or Latency()
         self.faults = faults or Faults()
         self.recorder = Recorder(qps)
@@ -346,6 +475,8 @@ class Runtime:
         self.stopping = threading.Event()
         self.task_status_on_fail = task_status_on_fail
         self.base_url = ""
+        self.host = ""
+        self.port = 0
         self.files = FileStore()
         self.uploads = FileStore()
         self._pool_lock = threading.Lock()
@@ -374,3 +505,18 @@ class Runtime:
     def file_url(self, name: str) -> str:
         """The URL of a file in :attr:`files`."""
         return f"{self.base_url}/_emulator/files/{quote(name)}"
+
+    def fetch(self, url: str, *, max_bytes: int = 100 * 1024 * 1024) -> bytes:
+        """The bytes at ``url`` under the emulator's :class:`UrlPolicy`.
+
+        Raises:
+            OSError: with the reason it was refused or failed.
+        """
+        return fetch_url(
+            url,
+            policy=self.url_policy,
+            own_files=self.files,
+            own_host=self.host,
+            own_port=self.port,
+            max_bytes=max_bytes,
+        )

@@ -1512,6 +1512,24 @@ def _ocr_markdown(lines: Sequence[OCRLine]) -> tuple[str, int]:
     return "\n\n".join(b for b in blocks if b), 1 if run else 0
 
 
+_NO_PAGES = "the PDF has no pages (0 pages): there is nothing to parse"
+
+
+def _pdf_without_pages(data: bytes) -> bool:
+    """Whether pdfium's refusal to open ``data`` is because the PDF has no pages, not a password or damage.
+
+    pdfium loads a document whose page tree is empty as a failure (``CPDF_Document::HandleLoadResult``) and leaves
+    no useful error code: pypdfium2 reports "Success", or a stale code of the thread's last call ("Incorrect password
+    error" was seen). So the bytes decide: no ``/Encrypt`` entry (the trailer is never compressed), no page object,
+    and a page tree with ``/Count 0``.
+    """
+    return (
+        b"/Encrypt" not in data
+        and re.search(rb"/Type\s*/Page(?![A-Za-z0-9])", data) is None
+        and re.search(rb"/Count\s*0(?![0-9.])", data) is not None
+    )
+
+
 def _parse_pdf(data: bytes) -> DocumentAnalysis:
     try:
         import pypdfium2 as pdfium
@@ -1527,8 +1545,12 @@ def _parse_pdf(data: bytes) -> DocumentAnalysis:
         try:
             pdf = pdfium.PdfDocument(data)
         except pdfium.PdfiumError as exc:
+            if _pdf_without_pages(data):
+                raise CorruptDocument(_NO_PAGES) from exc
             raise CorruptDocument(f"cannot open PDF: {exc}") from exc
         try:
+            if len(pdf) == 0:
+                raise CorruptDocument(_NO_PAGES)
             for index in range(len(pdf)):
                 page = pdf[index]
                 try:

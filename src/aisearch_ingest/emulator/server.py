@@ -17,7 +17,11 @@ open, and what the emulator chose:
   client that keeps hammering stays throttled.
 * **Auth.** ``Authorization: Bearer <key>``. With a key (given, or ``AISEARCH_API_KEY`` / ``DASHSCOPE_API_KEY``
   read at :meth:`Emulator.start` for the AI Search / DashScope routes) any other token is a 401; with none, any
-  Bearer token passes, but a missing header is a 401.
+  Bearer token passes, but a missing header is a 401. Bound to a non-loopback address (``--host``), it refuses to
+  start unless both route families have a key.
+* **URLs.** ``document.url`` and Qwen-OCR image URLs are downloaded only when they are the emulator's own files
+  (:meth:`Emulator.serve_file`) or under an ``allow_urls`` / ``--allow-url`` prefix (loopback only), and no redirect
+  is followed: an emulator shared with a team cannot read other local services for its callers.
 * **AI Search errors.** ``{"request_id","latency","http_code","code","message"}`` and ``x-acs-request-id`` on
   every response; an unknown service id is a 400 ``InvalidParameter`` (a 404 would read as a missing task);
   throttling is ``Throttling.RateQuota`` (the gateway's code, which Alibaba's own LlamaIndex reader retries on),
@@ -145,10 +149,16 @@ class Emulator:
         faults: random and name-triggered faults; none by default.
         seed: seed of the RNG behind the fault rates.
         task_status_on_fail: the status a failed task reports (``FAIL``; the pages also show ``FAILED``).
-        allow_non_loopback: permit binding a non-loopback ``host`` (the CLI sets it when ``--host`` is given).
+        allow_non_loopback: permit binding a non-loopback ``host`` (the CLI sets it when ``--host`` is given). Such
+            an emulator needs a key for both families of routes (``api_key``, or both environment variables):
+            :meth:`start` refuses to bind without one.
+        allow_urls: URL prefixes (``"http://127.0.0.1:9000/docs/"``, loopback only) whose files ``document.url``
+            and Qwen-OCR image URLs may name, besides the emulator's own files (:meth:`serve_file`), which are
+            always allowed. Nothing else is downloaded, and no redirect is followed.
 
     Raises:
-        ValueError: for a non-loopback host without ``allow_non_loopback``, or a bad knob value.
+        ValueError: for a non-loopback host without ``allow_non_loopback``, a bad ``allow_urls`` prefix, or a bad
+            knob value.
     """
 
     def __init__(
@@ -163,6 +173,7 @@ class Emulator:
         seed: int | None = None,
         task_status_on_fail: str = "FAIL",
         allow_non_loopback: bool = False,
+        allow_urls: Sequence[str] = (),
     ) -> None:
         if not allow_non_loopback and not _is_loopback_host(host):
             raise ValueError(f"refusing to bind non-loopback host {host!r}; pass allow_non_loopback=True")
@@ -174,7 +185,14 @@ class Emulator:
         self._defaults = (qps, latency, faults)
         self._host = host.strip("[]")
         self._port = port
-        self._rt = Runtime(qps=qps, latency=latency, faults=faults, seed=seed, task_status_on_fail=task_status_on_fail)
+        self._rt = Runtime(
+            qps=qps,
+            latency=latency,
+            faults=faults,
+            seed=seed,
+            task_status_on_fail=task_status_on_fail,
+            allow_urls=allow_urls,
+        )
         self._aisearch = AISearchService(self._rt)
         self._qwen = QwenService(self._rt)
         self._keys: dict[str, str | None] = {"aisearch": None, "dashscope": None}
@@ -189,22 +207,33 @@ class Emulator:
 
         Raises:
             OSError: when the address cannot be bound (port in use...).
+            ValueError: for a non-loopback host with no key for one of the route families (checked before binding).
         """
         with self._lock:
             if self._server is not None:
                 return self
             if self._api_key is not None:
-                self._keys = {"aisearch": self._api_key, "dashscope": self._api_key}
+                keys: dict[str, str | None] = {"aisearch": self._api_key, "dashscope": self._api_key}
             else:
-                self._keys = {
+                keys = {
                     "aisearch": os.environ.get("AISEARCH_API_KEY") or None,
                     "dashscope": os.environ.get("DASHSCOPE_API_KEY") or None,
                 }
+            if not _is_loopback_host(self._host):
+                missing = [name for name, key in keys.items() if key is None]
+                if missing:
+                    env = " and ".join(f"{name.upper()}_API_KEY" for name in missing)
+                    raise ValueError(
+                        f"refusing to serve on non-loopback host {self._host!r} without an API key: anyone who can "
+                        f"reach it could use it with any token; give api_key= / --api-key, or set {env}"
+                    )
+            self._keys = keys
             self._rt.stopping.clear()
             server = Server(self._host, self._port, self._app, self._rt.stopping)
             port = int(server.server_address[1])
             host = f"[{self._host}]" if ":" in self._host else self._host
             self._rt.base_url = f"http://{host}:{port}"
+            self._rt.host, self._rt.port = self._host, port
             thread = threading.Thread(
                 target=server.serve_forever,
                 kwargs={"poll_interval": 0.05},
@@ -380,7 +409,9 @@ class Emulator:
         return self._rt.injections.pending()
 
     def serve_file(self, data: bytes, name: str, content_type: str = "application/octet-stream") -> str:
-        """Host ``data`` at a loopback URL (for ``document.url`` or image URLs); returns the URL."""
+        """Host ``data`` at a loopback URL (for ``document.url`` or image URLs); returns the URL.
+
+        The emulator's own files are the URLs it downloads without an ``allow_urls`` prefix."""
         if "/" in name or not name:
             raise ValueError("name must be a plain file name")
         self._rt.files.put(name, data, content_type)
@@ -489,7 +520,11 @@ class Emulator:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``emulator`` options to ``parser`` (for wiring into a larger CLI)."""
-    parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; anything else is public)")
+    parser.add_argument(
+        "--host",
+        default=None,
+        help="address to bind (default 127.0.0.1; anything else is public and needs --api-key or the env keys)",
+    )
     parser.add_argument("--port", type=int, default=8765, help="port to bind (default 8765; 0 picks a free port)")
     parser.add_argument(
         "--api-key",
@@ -508,6 +543,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hang-name", action="append", default=[], help="tasks whose file name contains this hang")
     parser.add_argument("--seed", type=int, default=None, help="seed of the fault RNG")
     parser.add_argument("--task-status-on-fail", default="FAIL", help="status of a failed task (FAIL or FAILED)")
+    parser.add_argument(
+        "--allow-url",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="also download document/image URLs under this loopback prefix, e.g. http://127.0.0.1:9000/ "
+        "(repeatable; by default only the emulator's own files; redirects are never followed)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -533,6 +576,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             task_status_on_fail=args.task_status_on_fail,
             allow_non_loopback=args.host is not None,
+            allow_urls=args.allow_url,
         )
         emulator.start()
     except (ValueError, OSError) as exc:
