@@ -242,7 +242,7 @@ def test_the_cli_resumes_the_tasks_of_an_interrupted_run(
     cache, out = tmp_path / "c.sqlite", tmp_path / "out.jsonl"
     emu.set_latency(Latency(fixed=1.0))
     args = ["ingest", str(src), "--out", str(out), "--cache", str(cache), "--no-progress"]
-    assert main([*args, "--timeout", "0.2"]) == 1  # both time out: the "crash"
+    assert main([*args, "--timeout", "0.2"]) == 3  # both time out (every file failed): the "crash"
     assert _creates(emu) == 2
     emu.reset_stats()
     assert main(args) == 0

@@ -10,14 +10,17 @@ and run the ``emulator``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, aclosing
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -39,6 +42,7 @@ from .sources import (
     local_path,
     probe_type,
     redact_url,
+    safe_name,
 )
 
 __all__ = ["main"]
@@ -47,6 +51,21 @@ logger = logging.getLogger("aisearch_ingest")
 
 SERVICES = ("auto", "document", "image-vlm", "image-ocr", "qwen-ocr")
 OCR_TASKS = tuple(TASKS)
+
+#: ``ingest`` exit codes (also in ``--help`` and the README).
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ALL_FAILED = 3
+EXIT_CODES_HELP = """\
+exit codes:
+  0    every file parsed
+  1    some files failed, the others were written (the failures are in OUT.failures.jsonl)
+  2    usage or configuration error: a bad option, no files found, no credentials
+  3    every file failed: nothing was parsed
+  130  interrupted by Ctrl-C (143: SIGTERM): the summary covers the files that finished; with --cache the
+       same command resumes the files in flight
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,7 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"aisearch-ingest {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ingest = sub.add_parser("ingest", help="parse files, directories and URLs into JSON lines")
+    ingest = sub.add_parser(
+        "ingest",
+        help="parse files, directories and URLs into JSON lines",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ingest.add_argument("paths", nargs="+", metavar="PATH", help="files, directories (recursive) or http(s) URLs")
     ingest.add_argument("--out", "-o", required=True, help="output .jsonl file (one document per line)")
     ingest.add_argument("--service", choices=SERVICES, default="auto", help="auto: documents → document-analyze, "
@@ -127,13 +151,20 @@ def _positive_int(text: str) -> int:
 @dataclass
 class _Summary:
     parsed: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (the input as given, the error's message)
+    errors: list[AISearchIngestError | None] = field(default_factory=list)  # the error of each entry of failed
     documents: int = 0
     pages: int = 0
     usage: dict[str, Counter[str]] = field(default_factory=dict)  # per service: its own usage fields
     calls: int = 0
     cached: int = 0  # files whose result came from the cache (no call)
+    reported: int = 0  # files reported so far (ok or failed): the [n] of each line
+    unfinished: int = 0  # files neither parsed nor failed when the run was interrupted
     possibly_billed_twice: dict[str, int] = field(default_factory=dict)  # source -> billed calls re-sent blind
+
+    def fail(self, name: str, error: AISearchIngestError | None) -> None:
+        self.failed.append((name, str(error)))
+        self.errors.append(error)
 
 
 def _service_for(origin: str, file_type: str, choice: str) -> str:
@@ -207,27 +238,124 @@ def _progress(total: int, quiet: bool) -> Any:
     return tqdm(total=total, unit="file", file=sys.stderr)
 
 
+#: C0 and C1 control characters, escaped in what the terminal shows (a file name can hold any of them).
+_CONTROLS = {i: f"\\x{i:02x}" for i in [*range(0x20), *range(0x7F, 0xA0)]}
+_CONTROLS.update({ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"})
+
+
+def _shown(text: str) -> str:
+    """``text`` for the terminal: bytes of a name that are not UTF-8 as ``\\xNN`` (as in the JSON files), control
+    characters escaped."""
+    return safe_name(text).translate(_CONTROLS)
+
+
+class _Stop:
+    """SIGINT (Ctrl-C) and SIGTERM during ``ingest``: the first one stops the run where it stands -- no new file is
+    started, the files in flight are abandoned (with ``--cache`` their tasks are recorded, so the next run resumes
+    them), the failures file and the summary are written -- and the command exits with 128 + the signal number
+    (130 for Ctrl-C). A second one quits at once.
+
+    The handler only sets a flag and asks the event loop to cancel: nothing is cut in the middle of a write.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Stop:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt  # the second one: quit now
+        self.signum = signum
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._cancel)
+            except RuntimeError:  # the loop closed meanwhile: the flag is enough
+                pass
+
+    def _cancel(self) -> None:
+        _notice(self.signum)
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def unbind(self) -> None:
+        self._loop = self._scope = None
+
+    def bind(self, scope: anyio.CancelScope) -> None:
+        """Cancel ``scope`` (on the running loop) when the signal comes; at once if it came already."""
+        self._loop, self._scope = asyncio.get_running_loop(), scope
+        if self.signum is not None:
+            self._cancel()
+
+    @property
+    def code(self) -> int:
+        assert self.signum is not None
+        return 128 + int(self.signum)
+
+
+def _notice(signum: int | None) -> None:
+    name = signal.Signals(signum).name if signum is not None else "signal"
+    print(
+        f"\n{name}: stopping; the files in flight are abandoned (with --cache their tasks are resumed by the next "
+        "run); press Ctrl-C again to quit at once",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _ingest(args: argparse.Namespace) -> int:
+    with _Stop() as stop:
+        try:
+            return _ingest_run(args, stop)
+        except KeyboardInterrupt:  # a second Ctrl-C, or one before the handler was in place
+            print("\naborted", file=sys.stderr, flush=True)
+            return 130
+
+
+def _ingest_run(args: argparse.Namespace, stop: _Stop) -> int:
     from ._adapters import Shaper
 
     started = time.monotonic()
     out_path = Path(args.out)
     failures_path = out_path.with_name(out_path.stem + ".failures.jsonl")
+    # The failures file belongs to this run: a stale one (from a run that was killed) never survives it.
+    failures_path.unlink(missing_ok=True)
     summary = _Summary()
 
     # Route every input first: bad inputs are reported, never dropped.
     groups: dict[str, list[SourceLike]] = {}
     for item in expand_inputs(args.paths, glob=args.glob):
+        if stop.signum is not None:
+            break
         name = redact_url(os.fspath(item)) if isinstance(item, (str, os.PathLike)) else repr(item)  # no URL query
         try:
             service, routed = _route(item, args.service)
             groups.setdefault(service, []).append(routed)
         except AISearchIngestError as exc:
-            summary.failed.append((str(name), str(exc)))
+            summary.fail(str(name), exc)
+    if stop.signum is not None:
+        _notice(stop.signum)
+        summary.unfinished = sum(len(v) for v in groups.values())
+        _write_failures(summary, failures_path)
+        _print_summary(summary, out_path, failures_path, time.monotonic() - started)
+        return stop.code
     total = sum(len(v) for v in groups.values()) + len(summary.failed)
     if total == 0:
-        print(f"aisearch-ingest: no files found in {' '.join(args.paths)}", file=sys.stderr)
-        return 2
+        print(f"aisearch-ingest: no files found in {_shown(' '.join(args.paths))}", file=sys.stderr)
+        return EXIT_USAGE
 
     with ExitStack() as stack:
         endpoint: str | None = None
@@ -242,7 +370,7 @@ def _ingest(args: argparse.Namespace) -> int:
             message = _missing_keys_message(set(groups))
             if message:
                 print(message, file=sys.stderr)
-                return 2
+                return EXIT_USAGE
         try:
             cache = None
             if args.cache:
@@ -252,7 +380,7 @@ def _ingest(args: argparse.Namespace) -> int:
             clients = {service: _make_client(service, args, endpoint, key, cache) for service in groups}
         except ConfigurationError as exc:
             print(f"aisearch-ingest: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         for client in clients.values():
             stack.callback(client.close)
         shapers = {
@@ -266,13 +394,14 @@ def _ingest(args: argparse.Namespace) -> int:
                 _report(bar, summary, name, ok=False, detail=reason)
 
             async def pump(service: str, items: list[SourceLike], send: Any) -> None:
-                async with send:
-                    async for outcome in clients[service].aparse_many(items):
+                async with send, aclosing(clients[service].aparse_many(items)) as outcomes:
+                    async for outcome in outcomes:
                         await send.send((service, outcome))
 
             async def run() -> None:
                 send, receive = anyio.create_memory_object_stream[tuple[str, Outcome]](max_buffer_size=total)
                 async with anyio.create_task_group() as tg:
+                    stop.bind(tg.cancel_scope)
                     for service, items in groups.items():
                         tg.start_soon(pump, service, items, send.clone())
                     send.close()
@@ -282,42 +411,72 @@ def _ingest(args: argparse.Namespace) -> int:
                 for client in clients.values():
                     await client.aclose()
 
-            anyio.run(run)
+            try:
+                anyio.run(run)
+            finally:
+                stop.unbind()
         if bar is not None:
             bar.close()
 
-    with failures_path.open("w", encoding="utf-8") as fail_out:
-        for name, reason in summary.failed:
-            fail_out.write(json.dumps({"source": name, "error": reason}, ensure_ascii=False) + "\n")
-    if not summary.failed and failures_path.exists() and failures_path.stat().st_size == 0:
-        failures_path.unlink()
+    summary.unfinished = total - summary.reported
+    _write_failures(summary, failures_path)
     _print_summary(summary, out_path, failures_path, time.monotonic() - started)
-    return 1 if summary.failed else 0
+    if stop.signum is not None and summary.unfinished:
+        return stop.code
+    if not summary.failed:
+        return EXIT_OK
+    return EXIT_SOME_FAILED if summary.parsed else EXIT_ALL_FAILED
+
+
+def _write_failures(summary: _Summary, failures_path: Path) -> None:
+    """This run's failures, one JSON object a line, written to a temporary file then renamed over the old one (a
+    reader never sees half a file); no file when nothing failed. Names are :func:`safe_name`'d (valid UTF-8)."""
+    if not summary.failed:
+        failures_path.unlink(missing_ok=True)
+        return
+    failures_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = failures_path.with_name(failures_path.name + f".{os.getpid()}.partial")
+    try:
+        with partial.open("w", encoding="utf-8") as fail_out:
+            for (name, reason), error in zip(summary.failed, summary.errors, strict=True):
+                record: dict[str, Any] = {"source": safe_name(name), "error": safe_name(reason)}
+                if error is not None:
+                    record["type"] = type(error).__name__
+                    if isinstance(error, InvalidInputError) and error.limit:
+                        record["limit"] = error.limit
+                fail_out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        os.replace(partial, failures_path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _report(bar: Any, summary: _Summary, name: str, *, ok: bool, detail: str) -> None:
+    summary.reported += 1
+    detail = _shown(detail.removeprefix(f"{name}: "))
+    shown = _shown(name)
     if bar is not None:
         bar.update(1)
         if not ok:
-            bar.write(f"failed {name}: {detail.removeprefix(f'{name}: ')}", file=sys.stderr)
+            bar.write(f"failed {shown}: {detail}", file=sys.stderr)
         return
-    done = summary.parsed + len(summary.failed)
-    detail = detail.removeprefix(f"{name}: ")
-    print(f"[{done}] {'ok    ' if ok else 'FAILED'} {name}: {detail}", file=sys.stderr, flush=True)
+    print(f"[{summary.reported}] {'ok    ' if ok else 'FAILED'} {shown}: {detail}", file=sys.stderr, flush=True)
 
 
 def _handle(outcome: Outcome, shaper: Any, out: IO[str], summary: _Summary, bar: Any) -> None:
     if outcome.possibly_billed_twice:
         summary.possibly_billed_twice[outcome.source] = outcome.possibly_billed_twice
     if outcome.error is not None or outcome.result is None:
-        summary.failed.append((outcome.source, str(outcome.error)))
+        summary.fail(outcome.source, outcome.error)
         _report(bar, summary, outcome.source, ok=False, detail=str(outcome.error))
         return
     result = outcome.result
     records = shaper.records(outcome)
-    for record in records:
-        out.write(json.dumps({"id": record.id, "text": record.text, "metadata": record.metadata}, ensure_ascii=False))
-        out.write("\n")
+    # One write and one flush per file: what is on disk is always whole lines, whole files.
+    out.write(
+        "".join(
+            json.dumps({"id": r.id, "text": r.text, "metadata": r.metadata}, ensure_ascii=False) + "\n" for r in records
+        )
+    )
     out.flush()
     summary.parsed += 1
     summary.documents += len(records)
@@ -342,7 +501,11 @@ def _print_summary(summary: _Summary, out_path: Path, failures_path: Path, wall:
         "",
         f"files parsed:      {summary.parsed}",
         f"files failed:      {len(summary.failed)}",
-        f"documents written: {summary.documents} → {out_path}",
+    ]
+    if summary.unfinished:
+        lines.append(f"files not finished: {summary.unfinished} (interrupted; run the same command to do them)")
+    lines += [
+        f"documents written: {summary.documents} → {_shown(str(out_path))}",
         f"pages:             {summary.pages}",
         f"service calls:     {summary.calls}"
         + (f" ({summary.cached} file(s) answered from the cache)" if summary.cached else ""),
@@ -357,10 +520,10 @@ def _print_summary(summary: _Summary, out_path: Path, failures_path: Path, wall:
             f"possibly billed twice: {sum(twice.values())} call(s) of {len(twice)} file(s): the request reached the "
             "service, its answer was lost, and it was sent again (the usage above counts only the answers received)"
         )
-        lines.extend(f"  {name}: {count}" for name, count in sorted(twice.items()))
+        lines.extend(f"  {_shown(name)}: {count}" for name, count in sorted(twice.items()))
     if summary.failed:
-        lines.append(f"failures ({len(summary.failed)}, also in {failures_path}):")
-        lines.extend(f"  {name}: {reason.removeprefix(name + ': ')}" for name, reason in summary.failed)
+        lines.append(f"failures ({len(summary.failed)}, also in {_shown(str(failures_path))}):")
+        lines.extend(f"  {_shown(name)}: {_shown(reason.removeprefix(name + ': '))}" for name, reason in summary.failed)
     print("\n".join(lines), flush=True)
 
 
@@ -475,12 +638,19 @@ def _estimate(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 ok, 1 some files failed, 2 usage or configuration error)."""
+    """Run the command line; returns the exit code (:data:`EXIT_CODES_HELP`: 0 ok, 1 some files failed, 2 usage
+    or configuration error, 3 every file failed, 130 interrupted)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["emulator"]:
         from . import emulator
 
         return int(emulator.main(args_list[1:]))
+    for stream in (sys.stdout, sys.stderr):
+        # Whatever reaches the terminal is escaped already; this only keeps an odd console encoding from crashing
+        # the run halfway through its report.
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", "strict") == "strict":
+            reconfigure(errors="backslashreplace")
     args = _parser().parse_args(args_list)
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from .results import ParseResult
+from .sources import safe_name
 
 __all__ = [
     "BOOKKEEPING_KEYS",
@@ -125,8 +126,9 @@ def result_metadata(result: ParseResult) -> dict[str, Scalar]:
         1
     """
     meta: dict[str, Any] = {
-        "source": result.source,
-        "file_name": result.file_name,
+        # A name with bytes that are not UTF-8 would break every JSON writer downstream: they become \xNN.
+        "source": safe_name(result.source),
+        "file_name": safe_name(result.file_name),
         "file_type": result.file_type,
         "service": result.service,
         "service_id": result.service_id,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import AISearchIngestError
+from .sources import safe_name
 
 __all__ = ["RESULT_SCHEMA_VERSION", "Outcome", "Page", "ParseResult", "flatten_usage"]
 
@@ -100,7 +101,8 @@ class ParseResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as plain data, with ``"schema"`` (:data:`RESULT_SCHEMA_VERSION`); ``json.dumps`` takes it
-        as it is when ``extra`` holds JSON values, as the clients' results do.
+        as it is when ``extra`` holds JSON values, as the clients' results do. ``source`` and ``file_name`` are
+        written as :func:`~aisearch_ingest.sources.safe_name` writes them.
 
         Example:
             >>> r = ParseResult(source="a.md", file_name="a.md", file_type="md", service="document-analyze",
@@ -111,8 +113,8 @@ class ParseResult:
         """
         return {
             "schema": RESULT_SCHEMA_VERSION,
-            "source": self.source,
-            "file_name": self.file_name,
+            "source": safe_name(self.source),  # JSON-safe: bytes of a name that are not UTF-8 as \xNN
+            "file_name": safe_name(self.file_name),
             "file_type": self.file_type,
             "service": self.service,
             "service_id": self.service_id,

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import io
 import math
 import os
+import stat
 import zipfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -39,6 +41,7 @@ __all__ = [
     "probe_type",
     "redact_url",
     "redact_url_in",
+    "safe_name",
     "sniff_type",
 ]
 
@@ -149,6 +152,27 @@ def human_size(n: int | float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} GiB"  # pragma: no cover
+
+
+def safe_name(text: str) -> str:
+    """A path or file name as valid Unicode, safe to encode as UTF-8 and to put in JSON.
+
+    On POSIX a file name is bytes; Python keeps the bytes that are not UTF-8 (``caf\\xe9.pdf`` from an old
+    Latin-1 share) as lone surrogates (``os.fsdecode``'s ``surrogateescape``), which no UTF-8 writer accepts. Here
+    each such byte becomes the four characters ``\\xNN`` (Python's ``backslashreplace``), everything else is kept:
+    the form of the name this package sends (``file_name``), writes (metadata, JSONL, the failures file) and shows.
+    The path as given (``Outcome.source``, ``failures``) keeps the original, which still opens the file.
+
+    Example:
+        >>> safe_name(os.fsdecode(b"caf\\xe9.pdf")), safe_name("café.pdf")
+        ('caf\\\\xe9.pdf', 'café.pdf')
+    """
+    if text.isascii():
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte (a Windows name, a bad str)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -289,8 +313,8 @@ def local_path(obj: SourceLike) -> str | None:
     if not isinstance(obj, (str, os.PathLike)):
         return None
     text = os.fspath(obj)
-    if isinstance(text, bytes):  # pragma: no cover - os.PathLike[bytes]
-        text = text.decode()
+    if isinstance(text, bytes):  # os.PathLike[bytes]: any bytes, as Python decodes file names
+        text = os.fsdecode(text)
     scheme = urlsplit(text).scheme.lower()
     if text.startswith("data:") or scheme in ("http", "https"):
         return None
@@ -316,7 +340,7 @@ def probe_type(obj: str | os.PathLike[str]) -> tuple[str, str]:
     if text is None:
         raise InvalidInputError(f"{obj!r} is not a local file", source=str(obj), limit="not_a_file")
     path = _local_file(text)
-    with _reading(text), path.open("rb") as file:
+    with _reading(text), _open_regular(path, text) as file:
         head = file.read(4096)
     if not head:
         raise InvalidInputError(f"{text} is empty (0 bytes); nothing to parse", source=text, limit="empty", value=0)
@@ -359,7 +383,7 @@ def _from_bytes(data: bytes, file_name: str, origin: str) -> Source:
         raise InvalidInputError(
             f"{origin}: cannot tell the file type from its content or name", source=origin, limit="file_type"
         )
-    name = file_name
+    name = safe_name(file_name)  # sent in a JSON body: any undecodable byte of the name as \xNN, the suffix kept
     if _ext(name) != kind:
         # Keep the user's name but make the suffix match what the bytes are, so the service infers right.
         stem = PurePosixPath(name).stem if _ext(name) else name
@@ -387,8 +411,8 @@ def load_source(obj: SourceLike, *, file_name: str | None = None) -> Source:
             name = f"{name}.{kind}" if kind else name
         return _from_bytes(data, name, file_name or name)
     text = os.fspath(obj)
-    if isinstance(text, bytes):  # pragma: no cover - os.PathLike[bytes]
-        text = text.decode()
+    if isinstance(text, bytes):  # os.PathLike[bytes]: any bytes, as Python decodes file names
+        text = os.fsdecode(text)
     if text.startswith("data:"):
         return _from_data_uri(text, file_name)
     scheme = urlsplit(text).scheme.lower()
@@ -399,21 +423,115 @@ def load_source(obj: SourceLike, *, file_name: str | None = None) -> Source:
     if scheme == "file":
         text = unquote(urlsplit(text).path)
     path = _local_file(text)
-    with _reading(text):
-        data = path.read_bytes()
+    with _reading(text), _open_regular(path, text) as file:
+        data = file.read()
     return _from_bytes(data, file_name or path.name, text)
 
 
 def _local_file(text: str) -> Path:
-    """The path of a local input; a directory is refused (the loaders and the CLI expand directories)."""
+    """The path of a local input, checked to be a regular file before anything opens it.
+
+    A FIFO, socket or device is refused rather than opened (opening a FIFO blocks until something writes to it),
+    and so are directories (the loaders and the CLI expand them), dangling symlinks and symlink loops.
+
+    Raises:
+        InvalidInputError: ``limit`` ``"not_found"``, ``"dangling_symlink"`` (``value``: the link's target),
+            ``"symlink_loop"``, ``"not_a_file"`` (``value``: ``"directory"``, ``"fifo"``, ``"socket"``,
+            ``"character device"``...) or ``"unreadable"``.
+    """
     path = Path(text).expanduser()
-    if path.is_dir():
+    try:
+        st = path.stat()
+    except FileNotFoundError as exc:
+        try:
+            target = os.readlink(path)
+        except OSError:
+            raise InvalidInputError(f"{text}: no such file", source=text, limit="not_found") from exc
+        raise InvalidInputError(
+            f"{text}: a dangling symlink (its target {target} does not exist)",
+            source=text,
+            limit="dangling_symlink",
+            value=target,
+        ) from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InvalidInputError(
+                f"{text}: a symlink loop (the symlinks point at each other, never at a file)",
+                source=text,
+                limit="symlink_loop",
+            ) from exc
+        raise InvalidInputError(
+            f"{text}: cannot read ({exc.strerror or exc})", source=text, limit="unreadable"
+        ) from exc
+    except ValueError as exc:  # a NUL in the path
+        raise InvalidInputError(f"{text!r} is not a valid path ({exc})", source=text, limit="unreadable") from exc
+    if stat.S_ISDIR(st.st_mode):
+        if path.is_symlink():
+            # Met in a folder walk (a directory given by name is expanded before it gets here): the walk does not
+            # follow symlinks to directories, so say so instead of leaving the folder out without a word.
+            real = Path(os.path.realpath(path))
+            here = Path(os.path.realpath(path.parent))
+            if here == real or real in here.parents:
+                raise InvalidInputError(
+                    f"{text}: a symlink to {real}, a folder it is inside (a directory loop); not followed",
+                    source=text,
+                    limit="symlink_loop",
+                    value=str(real),
+                )
+            raise InvalidInputError(
+                f"{text}: a symlink to the directory {real}, not followed; pass that directory to include it",
+                source=text,
+                limit="not_a_file",
+                value="directory",
+            )
         raise InvalidInputError(
             f"{text} is a directory; pass its files (loaders and the CLI expand directories)",
             source=text,
             limit="not_a_file",
+            value="directory",
+        )
+    if not stat.S_ISREG(st.st_mode):
+        kind = _file_kind(st.st_mode)
+        raise InvalidInputError(
+            f"{text} is a {kind}, not a regular file; only regular files are read",
+            source=text,
+            limit="not_a_file",
+            value=kind,
         )
     return path
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISFIFO, "fifo"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISDIR, "directory"),
+    ):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def _open_regular(path: Path, text: str) -> IO[bytes]:
+    """Open a file :func:`_local_file` checked, without blocking should it have been replaced by a FIFO since."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = _file_kind(mode)
+            raise InvalidInputError(
+                f"{text} is a {kind}, not a regular file; only regular files are read",
+                source=text,
+                limit="not_a_file",
+                value=kind,
+            )
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 @contextmanager
@@ -493,10 +611,17 @@ def precheck_aisearch_size(obj: SourceLike, *, service: str) -> None:
         return
     try:
         size = Path(text).expanduser().stat().st_size
-    except OSError:
+    except (OSError, ValueError):
         return  # load_source reports it
     if 4 * math.ceil(size / 3) + 256 > AISEARCH_MAX_BODY_BYTES:
-        _check_body_size(text, size, Path(text).name, service)
+        _check_body_size(text, size, safe_name(Path(text).name), service)
+
+
+class _FromWalk(str):
+    """A path :func:`expand_inputs` found inside a directory: yielded as is by a later :func:`expand_inputs` (the
+    engine expands its inputs again), so a symlink to a directory met in a walk is reported, not walked after all."""
+
+    __slots__ = ()
 
 
 def expand_inputs(
@@ -506,12 +631,21 @@ def expand_inputs(
     recursive: bool = True,
     exclude_hidden: bool = True,
 ) -> Iterator[SourceLike]:
-    """Yield inputs with directories expanded to their files (sorted, hidden files skipped), URLs and bytes as is."""
+    """Yield inputs with directories expanded to their files (sorted, hidden files skipped), URLs and bytes as is.
+
+    Inside a directory every entry the pattern matches that is not a directory is yielded: regular files, and also
+    FIFOs, sockets, devices, dangling symlinks, symlink loops and symlinks to directories (the walk does not
+    follow those), so that loading them reports them (:func:`load_source` raises :class:`InvalidInputError`
+    naming each) instead of leaving them out without a word.
+    """
     if isinstance(inputs, (str, bytes, bytearray, os.PathLike, Source)):
         items: Iterable[SourceLike] = [inputs]  # type: ignore[list-item]
     else:
         items = inputs
     for item in items:
+        if isinstance(item, _FromWalk):
+            yield item
+            continue
         if isinstance(item, (str, os.PathLike)) and not isinstance(item, Source):
             text = os.fspath(item)
             if isinstance(text, str) and "://" not in text and not text.startswith("data:"):
@@ -522,7 +656,7 @@ def expand_inputs(
                         rel = child.relative_to(path)
                         if exclude_hidden and any(part.startswith(".") for part in rel.parts):
                             continue
-                        if child.is_file():
-                            yield str(child)
+                        if child.is_symlink() or not child.is_dir():
+                            yield _FromWalk(child)
                     continue
         yield item

@@ -49,6 +49,13 @@ class _Document(Document):
         return stable_key(self.id_, self.text, self.metadata)
 
 
+def _is_local(fs: Any) -> bool:
+    """Whether an fsspec filesystem is the local one (``SimpleDirectoryReader`` passes it by default)."""
+    protocol = getattr(fs, "protocol", ())
+    protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol or ())
+    return "file" in protocols or "local" in protocols
+
+
 def _document(record: Record) -> Document:
     excluded = bookkeeping_keys(record.metadata)
     return _Document(
@@ -133,8 +140,8 @@ class _ServiceReader(BasePydanticReader):
         items: list[Any] = []
         done: list[Outcome] = []
         for f in files:
-            if fs is None or not isinstance(f, (str, PurePath)) or "://" in str(f):
-                items.append(f)
+            if fs is None or _is_local(fs) or not isinstance(f, (str, PurePath)) or "://" in str(f):
+                items.append(f)  # read as a local path: checked to be a regular file first (a FIFO never blocks)
                 continue
             try:  # a non-local filesystem: read through it
                 with fs.open(str(f), "rb") as handle:
