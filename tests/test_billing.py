@@ -130,3 +130,19 @@ def test_cli_summary_names_it(
     assert code == 0, out
     assert "possibly billed twice: 1 call(s) of 1 file(s)" in out
     assert emu.stats.tasks_created == 3
+
+
+def test_loaders_and_readers_are_context_managers_that_close(emu: Emulator, pdf: bytes, tmp_path: Path) -> None:
+    from aisearch_ingest.langchain import DocumentAnalyzeLoader
+    from aisearch_ingest.llama_index import DocumentAnalyzeReader
+
+    path = tmp_path / "report.pdf"
+    path.write_bytes(pdf)
+    with DocumentAnalyzeLoader(str(path), api_key=KEY, endpoint=emu.url, poll=POLL) as loader:
+        assert loader.load()
+        assert loader.client._portal.started  # the blocking API's private loop ran
+    assert not loader.client._portal.started  # closed on exit: no thread, no open sockets
+    with DocumentAnalyzeReader(api_key=KEY, endpoint=emu.url) as reader:
+        assert reader.load_data(str(path))
+        client = reader.client
+    assert not client._portal.started

@@ -8,7 +8,7 @@ become :class:`~langchain_core.documents.Document` objects with flat metadata an
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.document_loaders import BaseBlobParser, BaseLoader
 from langchain_core.documents import Document
@@ -72,6 +72,9 @@ def _hide_key(client_kwargs: dict[str, Any]) -> None:
         client_kwargs["api_key"] = as_secret(client_kwargs["api_key"])
 
 
+_S = TypeVar("_S", bound="_Service")
+
+
 class _Service:
     """Client construction and output options shared by loaders and parsers.
 
@@ -103,6 +106,12 @@ class _Service:
     def close(self) -> None:
         """Close the client's private event loop and connections."""
         self.client.close()
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class _ServiceLoader(_Service, BaseLoader):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path, PurePath
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr
 from llama_index.core.readers.base import BasePydanticReader
@@ -65,6 +65,9 @@ def _document(record: Record) -> Document:
         excluded_embed_metadata_keys=list(excluded),
         excluded_llm_metadata_keys=list(excluded),
     )
+
+
+_R = TypeVar("_R", bound="_ServiceReader")
 
 
 class _ServiceReader(BasePydanticReader):
@@ -123,6 +126,12 @@ class _ServiceReader(BasePydanticReader):
         """Close the client's private event loop and connections."""
         if self._client is not None:
             self._client.close()
+
+    def __enter__(self: _R) -> _R:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __getstate__(self) -> dict[Any, Any]:
         # Neither the client (its loop thread, its connections) nor the key is pickled: an unpickled copy
