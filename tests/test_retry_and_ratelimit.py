@@ -270,14 +270,14 @@ def test_poll_policy_learns_task_time_per_size() -> None:
     # Tasks that are always done by the first poll: the first poll moves earlier, down to min_interval.
     for _ in range(40):
         first = poll.first_delay(1000)
-        poll.observe_task(first_delay=first, last_pending=None, done_by=first)
+        poll.observe_task(last_pending=None, done_by=first)
     assert poll.first_delay(1000) == pytest.approx(0.2)
     # Tasks of 1 s + 1 s per MB: learned from the PENDING/done intervals, the first poll lands just after the end.
     poll = PollPolicy(min_interval=0.2, max_interval=30.0)
     for i in range(60):
         size = (i % 6 + 1) * 1_000_000
         true = 1.0 + size / 1e6
-        poll.observe_task(first_delay=0.2, last_pending=true - 0.1, done_by=true + 0.1, size=size)
+        poll.observe_task(last_pending=true - 0.1, done_by=true + 0.1, size=size)
     assert poll.predict(2_000_000) == pytest.approx(3.0, rel=0.02)
     assert poll.predict(6_000_000) == pytest.approx(7.0, rel=0.02)
     assert 7.0 < poll.first_delay(6_000_000) < 7.0 * 1.1

@@ -133,9 +133,6 @@ class PollPolicy:
             wait = 0.1 * predicted * self.factor**late
         return min(self.max_interval, max(self.min_interval, wait))
 
-    def next_delay(self, previous: float) -> float:
-        return min(self.max_interval, max(self.min_interval, previous * self.factor))
-
     def observe(self, duration: float, size: int = 0) -> None:
         """Learn that a task of ``size`` bytes took about ``duration`` seconds."""
         x, y = size / 1e6, max(0.0, duration)
@@ -147,14 +144,14 @@ class PollPolicy:
             self._sxx = k * self._sxx + x * x
             self._sxy = k * self._sxy + x * y
 
-    def observe_task(self, *, first_delay: float, last_pending: float | None, done_by: float, size: int = 0) -> None:
+    def observe_task(self, *, last_pending: float | None, done_by: float, size: int = 0) -> float:
         """Learn from a finished task what it told us: it ended after ``last_pending`` (seconds from its creation
-        to the last PENDING answer; None: the first poll found it done) and by ``done_by``."""
-        if last_pending is None:
-            # Only an upper bound: "a little before" drifts the prediction down slowly until a poll comes too early.
-            self.observe(0.9 * done_by, size)
-        else:
-            self.observe((last_pending + done_by) / 2.0, size)
+        to the last PENDING answer; None: the first poll found it done) and by ``done_by``. Returns the duration
+        estimate it learned."""
+        # With only an upper bound, "a little before" drifts the prediction down slowly until a poll comes too early.
+        estimate = 0.9 * done_by if last_pending is None else (last_pending + done_by) / 2.0
+        self.observe(estimate, size)
+        return estimate
 
     def observe_pending(self, age: float) -> None:
         """A task was still PENDING ``age`` seconds after its creation. Before any task has finished, the tasks in
@@ -345,7 +342,7 @@ class _AISearchService(ParserEngine):
         started = time.monotonic()
         deadline = started + self.poll.timeout
         size = source.size if source is not None else 0
-        delay = first = self.poll.first_delay(size)
+        delay = self.poll.first_delay(size)
         last_pending: float | None = None
         late = 0  # PENDING answers at or after the predicted end
         path = proto.status_path(self.service, self.settings.workspace, self.service_id)
@@ -366,8 +363,7 @@ class _AISearchService(ParserEngine):
             view = proto.interpret(response.body, default_content_type=self.default_content_type)
             proto.raise_for_status(view, task_id=task_id, source=origin)
             if not view.pending:
-                self.poll.observe_task(first_delay=first, last_pending=last_pending, done_by=seen, size=size)
-                counter.task_time = (last_pending + seen) / 2 if last_pending is not None else 0.9 * seen
+                counter.task_time = self.poll.observe_task(last_pending=last_pending, done_by=seen, size=size)
                 return self._result(source, view, task_id=task_id, request_id=view.request_id or response.request_id)
             last_pending = seen
             self.poll.observe_pending(seen)

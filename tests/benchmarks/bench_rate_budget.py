@@ -151,48 +151,20 @@ def main(argv: list[str] | None = None) -> int:
     pngs = [make_png(i) for i in range(DISTINCT_IMAGES)]
     warm_up(pngs)
     rows: list[tuple[str, dict[str, Any]]] = []
+    tiers = [("mixed", 10, args.files, args.images)]
+    if not args.skip_slow:
+        tiers.append(("slow", 1, args.slow_files, args.slow_images))
     with tempfile.TemporaryDirectory() as tmp:
-        docs, images = make_folder(Path(tmp) / "mixed", args.files, pngs)
-        rows.append(
-            (
-                f"CLI defaults, {docs} PDFs + {images} PNGs, endpoint 10/s",
-                run_cli(Path(tmp) / "mixed", docs, images, 10),
-            )
-        )
-        rows.append(
-            (
-                f"ImageAnalyzer(qps=12), {args.images} PNGs, endpoint 10/s",
-                run_images(pngs, args.images, 12, 10, adaptive=True),
-            )
-        )
-        if not args.skip_fixed:
-            rows.append(
-                (
-                    "  peer: fixed 12/s limiter (no adaptation), endpoint 10/s",
-                    run_images(pngs, args.images, 12, 10, adaptive=False),
-                )
-            )
-        if not args.skip_slow:
-            docs, images = make_folder(Path(tmp) / "slow", args.slow_files, pngs)
-            rows.append(
-                (
-                    f"CLI defaults, {docs} PDFs + {images} PNGs, endpoint 1/s",
-                    run_cli(Path(tmp) / "slow", docs, images, 1),
-                )
-            )
-            rows.append(
-                (
-                    f"ImageAnalyzer(qps=12), {args.slow_images} PNGs, endpoint 1/s",
-                    run_images(pngs, args.slow_images, 12, 1, adaptive=True),
-                )
-            )
+        for name, qps, files, count in tiers:
+            folder = Path(tmp) / name
+            docs, images = make_folder(folder, files, pngs)
+            limit = f"endpoint {qps}/s"
+            rows.append((f"CLI defaults, {docs} PDFs + {images} PNGs, {limit}", run_cli(folder, docs, images, qps)))
+            adaptive = run_images(pngs, count, 12, qps, adaptive=True)
+            rows.append((f"ImageAnalyzer(qps=12), {count} PNGs, {limit}", adaptive))
             if not args.skip_fixed:
-                rows.append(
-                    (
-                        "  peer: fixed 12/s limiter (no adaptation), endpoint 1/s",
-                        run_images(pngs, args.slow_images, 12, 1, adaptive=False),
-                    )
-                )
+                fixed = run_images(pngs, count, 12, qps, adaptive=False)
+                rows.append((f"  peer: fixed 12/s limiter (no adaptation), {limit}", fixed))
 
     shown = sys.argv[1:] if argv is None else argv
     print("command: python tests/benchmarks/bench_rate_budget.py " + " ".join(shown))
