@@ -317,9 +317,33 @@ def test_document_analyze_001_still_refuses_images(emu: Emulator, png: bytes) ->
 
 
 def test_document_types_are_the_pages_list_plus_known_extras() -> None:
-    from aisearch_ingest.sources import DOCUMENT_ANALYZE_002_TYPES, DOCUMENT_TYPES, IMAGE_TYPES
+    from aisearch_ingest.limits import DOCUMENT_ANALYZE_002_TYPES, DOCUMENT_TYPES, IMAGE_TYPES
 
     # the EN page (Aug 05, 2025): TXT, PDF, HTML, DOC, DOCX, PPT, PPTX
     assert {"txt", "pdf", "html", "doc", "docx", "ppt", "pptx"} <= DOCUMENT_TYPES
     assert DOCUMENT_TYPES - {"txt", "pdf", "html", "doc", "docx", "ppt", "pptx"} == {"htm", "md", "markdown"}
     assert DOCUMENT_ANALYZE_002_TYPES == DOCUMENT_TYPES | IMAGE_TYPES
+
+
+def test_a_bug_inside_a_batch_is_an_unexpected_error_not_a_service_error(emu: Emulator) -> None:
+    # A client whose result mapping has a bug for one file: that file's outcome says so (not an API or connection
+    # error that would send a user to the service's status page), the other files finish.
+    from aisearch_ingest import APIError, UnexpectedError
+
+    class Buggy(DocumentAnalyzer):
+        def _result(self, source, view, **kwargs):  # type: ignore[no-untyped-def]
+            if source is not None and source.file_name == "bad.md":
+                raise KeyError("a bug")
+            return super()._result(source, view, **kwargs)
+
+    inputs = [(b"# Good\n\nfine", "good.md"), (b"# Bad\n\nboom", "bad.md"), (b"# Also\n\nfine", "also.md")]
+    with Buggy(api_key=KEY, endpoint=emu.url, route="sync") as analyzer:
+        sources = [analyzer._prepare(data, name) for data, name in inputs]
+        outcomes = {o.source: o for o in analyzer.parse_many(sources)}
+    by_name = {Path(k).name if "/" in k else k: v for k, v in outcomes.items()}
+    assert len(outcomes) == 3
+    bad = [o for o in outcomes.values() if o.error is not None]
+    assert len(bad) == 1 and len([o for o in outcomes.values() if o.ok]) == 2, by_name
+    error = bad[0].error
+    assert isinstance(error, UnexpectedError) and not isinstance(error, APIError)
+    assert isinstance(error.__cause__, KeyError) and "KeyError" in str(error)

@@ -140,9 +140,9 @@ def test_loaders_and_readers_are_context_managers_that_close(emu: Emulator, pdf:
     path.write_bytes(pdf)
     with DocumentAnalyzeLoader(str(path), api_key=KEY, endpoint=emu.url, poll=POLL) as loader:
         assert loader.load()
-        assert loader.client._portal.started  # the blocking API's private loop ran
-    assert not loader.client._portal.started  # closed on exit: no thread, no open sockets
+        assert loader.client._engine.portal.started  # the blocking API's private loop ran
+    assert not loader.client._engine.portal.started  # closed on exit: no thread, no open sockets
     with DocumentAnalyzeReader(api_key=KEY, endpoint=emu.url) as reader:
         assert reader.load_data(str(path))
         client = reader.client
-    assert not client._portal.started
+    assert not client._engine.portal.started

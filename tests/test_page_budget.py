@@ -16,7 +16,7 @@ from aisearch_ingest import DocumentAnalyzer, InvalidInputError, QwenOCR
 from aisearch_ingest.cli import main
 from aisearch_ingest.emulator import Emulator
 from aisearch_ingest.estimate import estimate_file, limit_warnings
-from aisearch_ingest.pages import check_page_budget, count_pages
+from aisearch_ingest.limits import check_page_budget, count_pages
 from aisearch_ingest.prices import QWEN_PRICES, format_money, load_prices, price_for
 from aisearch_ingest.sources import load_source
 from aisearch_ingest.testing import EMULATOR_API_KEY as KEY

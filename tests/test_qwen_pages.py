@@ -11,15 +11,8 @@ import pytest
 from PIL import Image
 
 from aisearch_ingest.errors import InvalidInputError
-from aisearch_ingest.pages import (
-    MAX_IMAGE_BYTES,
-    check_image,
-    encoded_size,
-    is_multipage,
-    open_pages,
-    pixel_limit,
-    render_scale,
-)
+from aisearch_ingest.limits import MAX_IMAGE_BYTES, check_image, encoded_size, pixel_limit
+from aisearch_ingest.pages import is_multipage, open_pages, render_scale
 from aisearch_ingest.protocol.qwen_models import spec_for
 from aisearch_ingest.sources import load_source
 

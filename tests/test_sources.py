@@ -10,17 +10,14 @@ from pathlib import Path
 import pytest
 
 from aisearch_ingest.errors import InvalidInputError
-from aisearch_ingest.sources import (
+from aisearch_ingest.limits import (
     AISEARCH_MAX_BODY_BYTES,
     DOCUMENT_TYPES,
     IMAGE_TYPES,
     check_aisearch_body,
-    expand_inputs,
-    load_source,
     precheck_aisearch_size,
-    probe_type,
-    sniff_type,
 )
+from aisearch_ingest.sources import expand_inputs, load_source, probe_type, sniff_type
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 32

@@ -26,6 +26,7 @@ from .errors import (
     TaskError,
     TaskFailedError,
     TaskTimeoutError,
+    UnexpectedError,
 )
 from .estimate import FileEstimate, estimate_file, estimate_image_tokens
 from .qwen import QwenOCR
@@ -66,6 +67,7 @@ __all__ = [
     "TaskError",
     "TaskFailedError",
     "TaskTimeoutError",
+    "UnexpectedError",
     "__version__",
     "estimate_file",
     "estimate_image_tokens",

@@ -37,23 +37,6 @@ OnError = Literal["raise", "skip"]
 #: One failed input: the path or URL as given, and the error (which names it too).
 Failure = tuple[str, AISearchIngestError]
 
-#: Client settings that change what the service returns (so they are part of the ids). Read from the client and
-#: from its ``request`` (QwenOCR keeps the per-call options in an ``OcrRequest``).
-_OUTPUT_OPTIONS = (
-    "image_storage",
-    "enable_semantic",
-    "task",
-    "result_schema",
-    "prompt",
-    "min_pixels",
-    "max_pixels",
-    "enable_rotate",
-    "max_tokens",
-    "temperature",
-    "pdf_dpi",
-)
-
-
 def check_choices(mode: str, on_error: str) -> None:
     """Raise ``ValueError`` for an unknown ``mode`` or ``on_error``."""
     if mode not in MODES:
@@ -78,16 +61,9 @@ def source_from_bytes(data: bytes, *, origin: str, file_name: str | None = None)
 
 
 def output_options(client: ParserEngine) -> dict[str, Any]:
-    """The client's settings that change the output: they go into the document ids."""
-    opts: dict[str, Any] = {}
-    for holder in (client, getattr(client, "request", None)):
-        for name in _OUTPUT_OPTIONS:
-            value = getattr(holder, name, None)
-            if isinstance(value, Mapping):
-                value = dict(value)
-            if value is not None and not callable(value):
-                opts[name] = value
-    return opts
+    """The client's settings that change the output (its one declaration, :meth:`ParserEngine.output_options`, which
+    the cache key reads too): they go into the document ids. ``None`` values (not sent) are left out."""
+    return {name: value for name, value in client.output_options().items() if value is not None}
 
 
 class Shaper:

@@ -30,12 +30,11 @@ import anyio
 
 from ._version import __version__
 from .errors import AISearchIngestError, ConfigurationError, InvalidInputError
+from .limits import DOCUMENT_TYPES, IMAGE_TYPES
 from .protocol.qwen_models import REGION_NAMES, REGIONS
 from .protocol.qwen_tasks import TASKS
 from .results import Outcome
 from .sources import (
-    DOCUMENT_TYPES,
-    IMAGE_TYPES,
     SourceLike,
     expand_inputs,
     load_source,

@@ -15,9 +15,11 @@
     │       ├── NotFoundError 404          BadRequest.TaskNotExist
     │       ├── RateLimitError 429         .retry_after
     │       └── ServerError >= 500
-    └── TaskError(task_id, status)
-        ├── TaskFailedError(error)         the service said the task failed
-        └── TaskTimeoutError(waited)       our deadline passed; the task id is kept so it can be resumed
+    ├── TaskError(task_id, status)
+    │   ├── TaskFailedError(error)         the service said the task failed
+    │   └── TaskTimeoutError(waited)       our deadline passed; the task id is kept so it can be resumed
+    └── UnexpectedError                    a bug of this package met while parsing one input of a batch (reported
+                                           as that input's failure, the others go on; ``__cause__`` holds it)
 
 Every error that concerns one input carries ``source`` (the path or URL as given), so a batch report can say
 which file failed. No message ever contains an API key.
@@ -46,6 +48,7 @@ __all__ = [
     "TaskError",
     "TaskFailedError",
     "TaskTimeoutError",
+    "UnexpectedError",
     "error_from_response",
 ]
 
@@ -224,6 +227,14 @@ class TaskTimeoutError(TaskError):
     def __init__(self, message: str, *, task_id: str | None, waited: float, source: str | None = None) -> None:
         super().__init__(message, task_id=task_id, status="PENDING", source=source)
         self.waited = waited
+
+
+class UnexpectedError(AISearchIngestError):
+    """An exception this package did not expect (a bug) while parsing one input of a batch.
+
+    ``parse_many`` reports it as that input's outcome instead of taking the batch down; it is neither a service nor a
+    connection error, so nobody retries it as one. The original exception is ``__cause__``.
+    """
 
 
 _INSPECTION_CODES = ("DataInspectionFailed", "data_inspection_failed", "DataInspection")

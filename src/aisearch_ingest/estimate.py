@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Union
 
 from .errors import InvalidInputError
-from .pages import DEFAULT_DPI, check_dimensions, check_image, image_size, is_multipage, open_pages
+from .limits import DOCUMENT_TYPES, IMAGE_TYPES, check_aisearch_body, check_dimensions, check_image, image_size
+from .pages import DEFAULT_DPI, is_multipage, open_pages
 from .protocol.qwen_models import DEFAULT_MODEL, QwenModel, spec_for
-from .sources import DOCUMENT_TYPES, IMAGE_TYPES, Source, SourceLike, check_aisearch_body, load_source
+from .sources import Source, SourceLike, load_source
 
 __all__ = ["LARGE_PAGE_COUNT", "FileEstimate", "estimate_file", "estimate_image_tokens", "limit_warnings"]
 

@@ -16,27 +16,18 @@ from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
-import httpx
 
-from .cache import ResultCache, endpoint_host
+from .cache import ResultCache
 from .config import DashScopeSettings, SecretStr, as_secret, resolve_dashscope
-from .engine import ParserEngine
+from .engine import Engine, ParserEngine, SourceContext
 from .errors import AISearchIngestError, APIConnectionError, ConfigurationError, StreamError
-from .pages import (
-    DEFAULT_DPI,
-    PageDocument,
-    check_image,
-    check_max_pages_arg,
-    check_page_budget,
-    is_multipage,
-    open_pages,
-)
+from .limits import check_image, check_max_pages_arg, check_page_budget
+from .pages import DEFAULT_DPI, PageDocument, is_multipage, open_pages
 from .protocol import dashscope as proto
 from .protocol import qwen_models
-from .ratelimit import RateLimiter, limiters_for
 from .results import Page, ParseResult
 from .sources import Source, SourceLike, load_source
-from .transport import CallCounter, RetryPolicy, Transport, _scrub_traceback, iter_lines
+from .transport import CallCounter, HttpClientFactory
 
 __all__ = ["QwenOCR"]
 
@@ -213,12 +204,13 @@ class QwenOCR(ParserEngine):
         max_concurrency: int | None = None,
         max_retries: int = 5,
         request_timeout: float = 120.0,
-        http_client_factory: Callable[[], httpx.AsyncClient] | None = None,
+        http_client_factory: HttpClientFactory | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         cache: ResultCache | str | os.PathLike[str] | None = None,
     ) -> None:
         api_key = as_secret(api_key)  # first: no frame of ours keeps the raw key as a local if anything raises
-        super().__init__(max_concurrency=max_concurrency)
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1 (or None: as many as keep the rate budget busy)")
         if api not in ("native", "openai"):
             raise ValueError(f"api must be 'native' or 'openai', got {api!r}")
         if prompt is not None and task == "text_recognition":
@@ -279,21 +271,20 @@ class QwenOCR(ParserEngine):
         self.incremental_output = incremental_output
         self.on_delta = on_delta
         self.pdf_dpi = pdf_dpi
-        self.limiters = limiters_for(self.settings.base_url, self.settings.api_key, self.service, qps)
-        #: The endpoint's adaptive budget, shared with every client of this endpoint and key in the process.
-        self.rate_limiter: RateLimiter | None = self.limiters[-1] if self.limiters else None
-        headers = {"x-dashscope-workspace": self.settings.workspace} if self.settings.workspace else None
-        self._transport = Transport(
-            self.settings.base_url,
-            self.settings.api_key,
-            timeout=httpx.Timeout(request_timeout, connect=10.0),
-            retry=RetryPolicy(max_retries=max_retries),
-            limiter=self.limiters,
-            headers=headers,
-            sleep=sleep,
+        self._engine = Engine(  # last: a client whose settings are refused opens no cache file
+            service=self.service,
+            base_url=self.settings.base_url,
+            api_key=self.settings.api_key,
+            qps=qps,
+            max_retries=max_retries,
+            request_timeout=request_timeout,
             http_client_factory=http_client_factory,
+            sleep=sleep,
+            cache=cache,
+            max_concurrency=max_concurrency,
+            identity=self._identity,
+            headers={"x-dashscope-workspace": self.settings.workspace} if self.settings.workspace else None,
         )
-        self._set_cache(cache)  # last: a client whose settings are refused opens no cache file
 
     def __repr__(self) -> str:
         if "stream" not in self.__dict__:  # a constructor that raised (a traceback's frame locals show it)
@@ -314,27 +305,25 @@ class QwenOCR(ParserEngine):
 
     # -- engine hooks ----------------------------------------------------------------------------------------------
 
-    def _cache_identity(self) -> dict[str, Any]:
-        # ``stream`` and ``incremental_output`` are left out: they change how the answer travels, not the answer.
+    def output_options(self) -> dict[str, Any]:
+        """The options that change the answer (``None``: not sent): part of every cache key and document id.
+        ``stream`` and ``incremental_output`` are not: they change how the answer travels, not the answer."""
         request = self.request
         return {
-            "service": self.service,
-            "model": self.model,
-            "endpoint": endpoint_host(self.settings.base_url),
-            "workspace": self.settings.workspace,
-            "options": {
-                "api": self.api,
-                "task": request.task,
-                "result_schema": dict(request.result_schema) if request.result_schema else None,
-                "prompt": request.prompt,
-                "min_pixels": request.min_pixels,
-                "max_pixels": request.max_pixels,
-                "enable_rotate": request.enable_rotate,
-                "max_tokens": request.max_tokens,
-                "temperature": request.temperature,
-                "pdf_dpi": self.pdf_dpi,
-            },
+            "api": self.api,
+            "task": request.task,
+            "result_schema": dict(request.result_schema) if request.result_schema else None,
+            "prompt": request.prompt,
+            "min_pixels": request.min_pixels,
+            "max_pixels": request.max_pixels,
+            "enable_rotate": request.enable_rotate,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "pdf_dpi": self.pdf_dpi,
         }
+
+    def _scope(self) -> dict[str, Any]:
+        return {"model": self.model, "workspace": self.settings.workspace}
 
     def _prepare(self, obj: SourceLike, file_name: str | None = None) -> Source:
         source = load_source(obj, file_name=file_name)
@@ -351,16 +340,15 @@ class QwenOCR(ParserEngine):
             source, dpi=self.pdf_dpi, max_pixels=self._page_max_pixels, pixel_upper=self.spec.max_pixels_limit
         )
 
-    async def _aclose_transports(self) -> None:
-        await self._transport.aclose()
-
-    async def _aparse_source(self, source: Source, counter: CallCounter) -> ParseResult:
-        if is_multipage(source):
+    async def _parse(self, ctx: SourceContext) -> ParseResult:
+        source, counter = ctx.source, ctx.counter
+        multipage = is_multipage(source)
+        if multipage:
             answers = await self._parse_pages(source, counter)
         else:
             answer = await self._call_image(source, counter, self.on_delta if self.stream else None)
             answers = [(1, answer)]
-        return self._result(source, answers)
+        return self._result(source, answers, multipage=multipage)
 
     # -- calls ---------------------------------------------------------------------------------------------------
 
@@ -416,19 +404,9 @@ class QwenOCR(ParserEngine):
             billed=True,
         ) as response:
             header_rid = response.headers.get("x-request-id") or response.headers.get("x-dashscope-request-id")
-            if "event-stream" not in response.headers.get("content-type", ""):
+            if "event-stream" not in response.content_type:
                 # A server (or proxy) that ignored the SSE switch: a plain JSON answer is still a whole answer.
-                try:
-                    await response.aread()
-                except httpx.TransportError as exc:
-                    raise APIConnectionError(
-                        f"{what}: response broke off ({type(exc).__name__})"
-                    ) from _scrub_traceback(exc)
-                try:
-                    body = response.json()
-                except ValueError as exc:
-                    raise APIConnectionError(f"{what}: expected an event stream or JSON") from exc
-                answer = proto.parse_response(self.api, body, request_id=header_rid)
+                answer = proto.parse_response(self.api, await response.json(), request_id=header_rid)
                 if answer.text:
                     yield answer.text
                 yield answer
@@ -437,7 +415,7 @@ class QwenOCR(ParserEngine):
             assembler.request_id = header_rid
             decoder = proto.SSEDecoder()
             try:
-                async for line in iter_lines(response, what=what, source=image.origin):
+                async for line in response.lines():
                     event = decoder.feed(line)
                     if event is None:
                         continue
@@ -550,8 +528,7 @@ class QwenOCR(ParserEngine):
 
     # -- results -------------------------------------------------------------------------------------------------
 
-    def _result(self, source: Source, answers: list[tuple[int, proto.OcrAnswer]]) -> ParseResult:
-        multipage = is_multipage(source)
+    def _result(self, source: Source, answers: list[tuple[int, proto.OcrAnswer]], *, multipage: bool) -> ParseResult:
         pages: list[Page] = []
         words: list[dict[str, Any]] = []
         kvs: list[Mapping[str, Any]] = []

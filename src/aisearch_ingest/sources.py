@@ -11,7 +11,6 @@ import binascii
 import errno
 import hashlib
 import io
-import math
 import os
 import stat
 import zipfile
@@ -25,40 +24,19 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from .errors import InvalidInputError
 
 __all__ = [
-    "AISEARCH_MAX_BODY_BYTES",
-    "DOCUMENT_ANALYZE_002_TYPES",
-    "DOCUMENT_TYPES",
-    "IMAGE_TYPES",
     "MIME_TYPES",
     "Source",
     "SourceLike",
-    "check_aisearch_body",
     "expand_inputs",
     "human_size",
     "load_source",
     "local_path",
-    "precheck_aisearch_size",
     "probe_type",
     "redact_url",
     "redact_url_in",
     "safe_name",
     "sniff_type",
 ]
-
-#: AI Search Open Platform: "请求body最大不能超过8MB" (document-analyze page); content is base64 (×4/3).
-AISEARCH_MAX_BODY_BYTES = 8 * 1024 * 1024
-
-#: document-analyze: PDF → markdown, other types → HTML. The types of the EN page (Aug 05, 2025; CHANGES-2026.md §D):
-#: TXT, PDF, HTML, DOC, DOCX, PPT, PPTX. Kept beside them: ``htm`` (the same HTML type under its other suffix; the
-#: service infers ``file_type`` from the file name's suffix) and ``md`` / ``markdown``, which no vendor page lists:
-#: Markdown is plain text the service has parsed for this project's users so far (it is not verified against the
-#: 2025 service list; drop it here if the live service refuses it).
-DOCUMENT_TYPES = frozenset({"pdf", "doc", "docx", "ppt", "pptx", "html", "htm", "md", "markdown", "txt"})
-#: image-analyze accepts common raster formats ("jpg, jpeg, png, bmp, tiff" in the docs).
-IMAGE_TYPES = frozenset({"jpg", "jpeg", "png", "bmp", "tiff", "tif", "webp", "gif", "heic"})
-#: ``ops-document-analyze-002`` takes "PDFs and images" (the ID page of Jan 16, 2026, CHANGES-2026.md §D): the
-#: document types and the image types.
-DOCUMENT_ANALYZE_002_TYPES = DOCUMENT_TYPES | IMAGE_TYPES
 
 MIME_TYPES = {
     "pdf": "application/pdf",
@@ -545,76 +523,6 @@ def _reading(text: str) -> Iterator[None]:
         raise InvalidInputError(
             f"{text}: cannot read ({exc.strerror or exc})", source=text, limit="unreadable"
         ) from exc
-
-
-def check_aisearch_body(source: Source, *, allowed: frozenset[str], service: str) -> None:
-    """Validate a source for an AI Search service before anything is sent.
-
-    Raises:
-        InvalidInputError: unsupported type, a body that would exceed 8 MB once base64-encoded, or a PDF with no
-            pages (``limit="pages"``, ``value=0``).
-    """
-    kind = source.file_type
-    if source.url is not None:
-        if kind and kind not in allowed:
-            raise InvalidInputError(
-                f"{source.origin}: {service} does not accept .{kind} files (accepted: {', '.join(sorted(allowed))})",
-                source=source.origin,
-                limit="file_type",
-                value=kind,
-            )
-        return
-    if kind not in allowed:
-        raise InvalidInputError(
-            f"{source.origin}: {service} does not accept {kind or 'this'} files "
-            f"(accepted: {', '.join(sorted(allowed))})",
-            source=source.origin,
-            limit="file_type",
-            value=kind,
-        )
-    _check_body_size(source.origin, source.size, source.file_name, service)
-    if kind == "pdf" and source.data is not None:
-        from .pages import no_pages_error, pdf_has_no_pages  # pages imports this module
-
-        if pdf_has_no_pages(source.data):
-            raise no_pages_error(source.origin)
-
-
-def _check_body_size(origin: str, size: int, file_name: str, service: str) -> None:
-    encoded = 4 * math.ceil(size / 3)
-    overhead = 256 + len(file_name.encode())
-    if encoded + overhead > AISEARCH_MAX_BODY_BYTES:
-        raise InvalidInputError(
-            f"{origin} is {human_size(size)}; base64-encoded it makes a "
-            f"{human_size(encoded + overhead)} request body, over {service}'s "
-            f"{human_size(AISEARCH_MAX_BODY_BYTES)} limit (files up to about "
-            f"{human_size((AISEARCH_MAX_BODY_BYTES - overhead) * 3 // 4)} fit). "
-            "Upload it somewhere the service can fetch and pass its http(s) URL instead.",
-            source=origin,
-            limit="max_body_bytes",
-            value=size,
-            maximum=AISEARCH_MAX_BODY_BYTES,
-        )
-
-
-def precheck_aisearch_size(obj: SourceLike, *, service: str) -> None:
-    """Reject a local file that cannot fit AI Search's request body before reading it into memory.
-
-    Only files that are too big whatever name they are sent under are rejected here; :func:`check_aisearch_body`
-    does the exact check once the file is loaded. Anything else (bytes, URLs, missing files) passes through.
-
-    Raises:
-        InvalidInputError: ``limit="max_body_bytes"``, as :func:`check_aisearch_body`.
-    """
-    text = local_path(obj)
-    if text is None:
-        return
-    try:
-        size = Path(text).expanduser().stat().st_size
-    except (OSError, ValueError):
-        return  # load_source reports it
-    if 4 * math.ceil(size / 3) + 256 > AISEARCH_MAX_BODY_BYTES:
-        _check_body_size(text, size, safe_name(Path(text).name), service)
 
 
 class _FromWalk(str):

@@ -5,7 +5,12 @@ Retry policy (modelled on openai-python's ``_base_client``): 429, 408, 409, 5xx 
 ``initial · 2ⁿ`` seconds capped at ``max_delay``, minus up to 25 % jitter; a server hint (``retry-after-ms``,
 ``x-acs-retry-after`` in integer milliseconds, ``Retry-After`` as seconds or an HTTP date) is honoured, capped at
 ``max_retry_after`` seconds;
-``x-should-retry: false`` stops retrying. Other 4xx are never retried. Retries are bounded by ``max_retries``.
+``x-should-retry`` overrides the status both ways, as openai-python and the Stainless SDKs read it: ``true`` retries an
+answer that would not be retried otherwise (another 4xx), ``false`` stops retrying one that would. Other 4xx are never
+retried. Retries are bounded by ``max_retries``.
+
+Nothing of httpx leaves this module: a JSON call answers a :class:`Response`, a streamed call a
+:class:`StreamResponse` whose reads map transport failures to this package's errors.
 """
 
 from __future__ import annotations
@@ -33,11 +38,22 @@ from .config import SecretStr
 from .errors import APIConnectionError, APIStatusError, APITimeoutError, error_from_response
 from .ratelimit import RateLimiter, Stamp
 
-__all__ = ["CallCounter", "Response", "RetryPolicy", "Transport", "parse_retry_after"]
+__all__ = [
+    "CallCounter",
+    "HttpClientFactory",
+    "Response",
+    "RetryPolicy",
+    "StreamResponse",
+    "Transport",
+    "parse_retry_after",
+]
 
 logger = logging.getLogger("aisearch_ingest.transport")
 
 RETRY_STATUSES = frozenset({408, 409, 429})
+
+#: Builds the ``httpx.AsyncClient`` a transport sends with (proxies, custom TLS, a mock transport in tests).
+HttpClientFactory = Callable[[], httpx.AsyncClient]
 
 
 @dataclass(frozen=True)
@@ -90,7 +106,7 @@ class Response:
     """A decoded 2xx response."""
 
     status_code: int
-    headers: httpx.Headers
+    headers: Mapping[str, str]
     body: Any
     request_id: str | None
 
@@ -221,7 +237,7 @@ class Transport:
     Args:
         base_url: scheme, host, port and optional path prefix, e.g. ``https://xxx.opensearch.aliyuncs.com``.
         api_key: sent as ``Authorization: Bearer``; never logged.
-        timeout: per-exchange timeout (seconds or an ``httpx.Timeout``).
+        timeout: per-exchange timeout in seconds (connecting: at most 10 s).
         retry: the retry policy.
         limiter: the rate limiters every call waits for, in order (a service's cap, then the endpoint's adaptive
             budget: see :func:`~aisearch_ingest.ratelimit.limiters_for`); ``None``: unlimited. Each is told how
@@ -236,16 +252,16 @@ class Transport:
         base_url: str,
         api_key: SecretStr,
         *,
-        timeout: float | httpx.Timeout = 30.0,
+        timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         limiter: RateLimiter | Sequence[RateLimiter] | None = None,
         headers: Mapping[str, str] | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-        http_client_factory: Callable[[], httpx.AsyncClient] | None = None,
+        http_client_factory: HttpClientFactory | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._auth = _BearerAuth(api_key)
-        self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout, connect=10.0)
+        self.timeout = httpx.Timeout(timeout, connect=min(10.0, timeout))
         self.retry = retry or RetryPolicy()
         if limiter is None:
             self.limiters: tuple[RateLimiter, ...] = ()
@@ -421,9 +437,7 @@ class Transport:
                 retry_after=hint,
                 source=source,
             )
-            retryable = (response.status_code in RETRY_STATUSES or response.status_code >= 500) and (
-                response.headers.get("x-should-retry", "").lower() != "false"
-            )
+            retryable = _should_retry(response.status_code, response.headers)
             if retryable and await self._wait_for_retry(attempt, hint, what, source, status_error, counter):
                 attempt += 1
                 continue
@@ -497,9 +511,9 @@ class Transport:
         source: str | None = None,
         counter: CallCounter | None = None,
         billed: bool = False,
-    ) -> AsyncIterator[httpx.Response]:
-        """Open a streamed call (retried until the first 2xx); yields the open response. Errors while reading the
-        body are the caller's to map (see :func:`iter_lines`)."""
+    ) -> AsyncIterator[StreamResponse]:
+        """Open a streamed call (retried until the first 2xx); yields the open :class:`StreamResponse`, closed on
+        exit. A failure while reading its body is an :class:`~aisearch_ingest.errors.APIConnectionError`."""
         response = await self._send(
             method,
             path,
@@ -512,9 +526,65 @@ class Transport:
             billed=billed,
         )
         try:
-            yield response
+            yield StreamResponse(response, what=f"{method} {path}", source=source)
         finally:
             await response.aclose()
+
+
+def _should_retry(status: int, headers: Mapping[str, str]) -> bool:
+    """Whether an error answer is retried: 408, 409, 429 and 5xx, unless the server's ``x-should-retry`` header says
+    otherwise (``true`` / ``false``, either way)."""
+    hint = headers.get("x-should-retry", "").strip().lower()
+    if hint == "true":
+        return True
+    if hint == "false":
+        return False
+    return status in RETRY_STATUSES or status >= 500
+
+
+class StreamResponse:
+    """An open streamed answer (2xx): its headers, then its body as lines, or whole as JSON.
+
+    Reading maps a timeout to :class:`~aisearch_ingest.errors.APITimeoutError` and any other transport failure to
+    :class:`~aisearch_ingest.errors.APIConnectionError`, each naming the call and the source.
+    """
+
+    def __init__(self, response: httpx.Response, *, what: str, source: str | None) -> None:
+        self._response = response
+        self._what = what
+        self._source = source
+        self.status_code = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+        self.request_id = _request_id(response.headers, None)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
+
+    async def lines(self) -> AsyncIterator[str]:
+        """The body's lines as they arrive."""
+        try:
+            async for line in self._response.aiter_lines():
+                yield line
+        except httpx.TimeoutException as exc:
+            raise APITimeoutError(f"{self._what}: stream timed out", source=self._source) from _scrub_traceback(exc)
+        except httpx.TransportError as exc:
+            raise APIConnectionError(
+                f"{self._what}: stream broke off ({type(exc).__name__})", source=self._source
+            ) from _scrub_traceback(exc)
+
+    async def json(self) -> Any:
+        """The whole body, decoded as JSON (a server that ignored the request for a stream)."""
+        try:
+            await self._response.aread()
+        except httpx.TransportError as exc:
+            raise APIConnectionError(
+                f"{self._what}: response broke off ({type(exc).__name__})", source=self._source
+            ) from _scrub_traceback(exc)
+        try:
+            return self._response.json()
+        except ValueError as exc:
+            raise APIConnectionError(f"{self._what}: expected an event stream or JSON", source=self._source) from exc
 
 
 class _SentFlag:
@@ -538,16 +608,3 @@ def _sent_tracer(
                 limiter.mark_sent(stamp)
 
     return trace
-
-
-async def iter_lines(response: httpx.Response, *, what: str, source: str | None) -> AsyncIterator[str]:
-    """Lines of a streamed body; a transport failure mid-stream becomes :class:`APIConnectionError`."""
-    try:
-        async for line in response.aiter_lines():
-            yield line
-    except httpx.TimeoutException as exc:
-        raise APITimeoutError(f"{what}: stream timed out", source=source) from _scrub_traceback(exc)
-    except httpx.TransportError as exc:
-        raise APIConnectionError(
-            f"{what}: stream broke off ({type(exc).__name__})", source=source
-        ) from _scrub_traceback(exc)

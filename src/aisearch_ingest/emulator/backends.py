@@ -139,7 +139,7 @@ class _LRU(OrderedDict[_K, _V]):
 def _pdfium_lock() -> Any:
     """The process-wide pdfium lock (pdfium is not thread-safe), shared with ``aisearch_ingest.pages`` so the
     emulator and a client running in the same process never call pdfium at the same time."""
-    from ..pages import PDFIUM_LOCK
+    from .._pdfium import PDFIUM_LOCK
 
     return PDFIUM_LOCK
 
