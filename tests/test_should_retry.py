@@ -43,7 +43,7 @@ def server() -> Iterator[tuple[str, _Script]]:
     script = _Script()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("content-length") or 0))
             with script.lock:
                 script.seen += 1

@@ -37,6 +37,7 @@ OnError = Literal["raise", "skip"]
 #: One failed input: the path or URL as given, and the error (which names it too).
 Failure = tuple[str, AISearchIngestError]
 
+
 def check_choices(mode: str, on_error: str) -> None:
     """Raise ``ValueError`` for an unknown ``mode`` or ``on_error``."""
     if mode not in MODES:
