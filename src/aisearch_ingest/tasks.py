@@ -197,20 +197,26 @@ async def run_task(ctx: SourceContext, route: TaskRoute, body: Mapping[str, Any]
         )
     await ctx.journal.record(task_id)
     try:
-        return await await_task(
-            ctx.transport,
-            route,
-            task_id,
-            poll,
-            origin=source.origin,
-            size=source.size,
-            counter=ctx.counter,
-            sleep=ctx.sleep,
-        )
+        return await _poll(ctx, route, task_id, poll)
     except AISearchIngestError as exc:
         if isinstance(exc, TaskFailedError) or task_gone(exc):
             await ctx.journal.forget(task_id)
         raise
+
+
+async def _poll(ctx: SourceContext, route: TaskRoute, task_id: str, poll: PollPolicy) -> Finished:
+    """:func:`await_task` for the source of ``ctx``, with its counter and sleep."""
+    source = ctx.source
+    return await await_task(
+        ctx.transport,
+        route,
+        task_id,
+        poll,
+        origin=source.origin,
+        size=source.size,
+        counter=ctx.counter,
+        sleep=ctx.sleep,
+    )
 
 
 async def _resume(ctx: SourceContext, route: TaskRoute, task_id: str, poll: PollPolicy) -> Finished | None:
@@ -218,16 +224,7 @@ async def _resume(ctx: SourceContext, route: TaskRoute, task_id: str, poll: Poll
     source = ctx.source
     logger.info("%s: resuming task %s recorded in the result cache", source.origin, task_id)
     try:
-        return await await_task(
-            ctx.transport,
-            route,
-            task_id,
-            poll,
-            origin=source.origin,
-            size=source.size,
-            counter=ctx.counter,
-            sleep=ctx.sleep,
-        )
+        return await _poll(ctx, route, task_id, poll)
     except TaskFailedError as exc:
         logger.warning(
             "%s: recorded task %s failed (%s); submitting afresh",
