@@ -12,10 +12,15 @@ from hypothesis import strategies as st
 
 from aisearch_ingest import Page, ParseResult
 from aisearch_ingest.documents import (
+    BOOKKEEPING_KEYS,
+    Record,
     bookkeeping_keys,
+    chunk_id,
+    chunk_metadata,
     document_id,
     records_from_result,
     result_metadata,
+    split_record,
     stable_key,
 )
 from aisearch_ingest.results import flatten_usage
@@ -174,6 +179,12 @@ class _Chunk:
 
 
 class _TwoChunks:
+    def __init__(self, settings: str = "two-chunks") -> None:
+        self.settings = settings
+
+    def settings_key(self) -> str:
+        return self.settings
+
     def chunk_result(self, result: ParseResult) -> list[_Chunk]:
         return [
             _Chunk("one", 1, ("A",), 1, 1, "text", 0, 2),
@@ -182,7 +193,7 @@ class _TwoChunks:
 
 
 def test_chunk_mode_metadata_and_ids() -> None:
-    records = records_from_result(pdf_result(), mode="chunk", chunker=_TwoChunks(), options={"chunk_max_tokens": 64})
+    records = records_from_result(pdf_result(), mode="chunk", chunker=_TwoChunks())
     first, second = (r.metadata for r in records)
     assert first["headings"] == "A" and second["headings"] == "A > B"
     assert (first["page"], first["page_start"], first["page_end"]) == (1, 1, 1)
@@ -194,8 +205,74 @@ def test_chunk_mode_metadata_and_ids() -> None:
         "table",
     )
     assert records[0].id != records[1].id
-    other = records_from_result(pdf_result(), mode="chunk", chunker=_TwoChunks(), options={"chunk_max_tokens": 32})
-    assert other[0].id != records[0].id
+    other = records_from_result(pdf_result(), mode="chunk", chunker=_TwoChunks("other settings"))
+    assert other[0].id != records[0].id  # the chunker's settings are part of the ids
+
+
+def test_chunk_ids_are_chunk_id_of_the_document_mode_id() -> None:
+    options = {"image_storage": "url"}
+    [document] = records_from_result(pdf_result(), mode="document", options=options)
+    chunks = records_from_result(pdf_result(), mode="chunk", chunker=_TwoChunks(), options=options)
+    assert [r.id for r in chunks] == [chunk_id(document.id, "two-chunks", "markdown", i) for i in (0, 1)]
+    # another service option, another parent, other chunk ids
+    assert records_from_result(pdf_result(), mode="chunk", chunker=_TwoChunks())[0].id != chunks[0].id
+
+
+def test_chunk_id_depends_on_every_part() -> None:
+    base = chunk_id("p", "s", "markdown", 0)
+    assert str(uuid.UUID(base)) == base
+    others = [chunk_id("q", "s", "markdown", 0), chunk_id("p", "t", "markdown", 0), chunk_id("p", "s", "html", 0)]
+    assert base not in others and len(set(others)) == 3
+    assert chunk_id("p", "s", "markdown", 1) != base
+    with pytest.raises(ValueError, match="chunk_id"):
+        document_id(pdf_result(), mode="chunk", position=0)  # type: ignore[arg-type]
+
+
+def test_chunk_metadata_page_keys_only_where_known() -> None:
+    assert chunk_metadata(_Chunk("x", 1, (), None, None, "code", 0, 1)) == {
+        "chunk_index": 0,
+        "chunk_count": 1,
+        "chunk_tokens": 1,
+        "headings": "",
+        "chunk_kind": "code",
+    }
+    spanning = chunk_metadata(_Chunk("x", 1, ("A",), 2, 3, "text", 0, 1))
+    assert (spanning["page_start"], spanning["page_end"]) == (2, 3) and "page" not in spanning
+
+
+def test_split_record_gives_the_chunk_mode_records_of_a_single_page_result() -> None:
+    chunking = pytest.importorskip("aisearch_ingest.chunking")
+    chunker = chunking.StructuredChunker(max_tokens=8)
+    one_page = pdf_result(page_num=1, pages=[Page(1, "# A\n\none\n\n## B\n\ntwo")])
+    [document] = records_from_result(one_page, mode="document")
+    split = split_record(document, chunker)
+    chunked = records_from_result(one_page, mode="chunk", chunker=chunker)
+    assert len(chunked) >= 2
+    assert [(r.id, r.text, r.metadata) for r in split] == [(r.id, r.text, r.metadata) for r in chunked]
+    assert all(r.metadata["page"] == 1 for r in split)
+
+
+def test_split_record_of_a_multi_page_document_has_the_texts_and_ids_but_no_page_span() -> None:
+    chunking = pytest.importorskip("aisearch_ingest.chunking")
+    chunker = chunking.StructuredChunker(max_tokens=8)
+    [document] = records_from_result(pdf_result(), mode="document")
+    split = split_record(document, chunker)
+    chunked = records_from_result(pdf_result(), mode="chunk", chunker=chunker)
+    assert [(r.id, r.text) for r in split] == [(r.id, r.text) for r in chunked]
+    page_keys = {"page", "page_start", "page_end"}
+    assert all(not page_keys & r.metadata.keys() for r in split)
+    assert all({"page_start", "page_end"} <= r.metadata.keys() for r in chunked)
+    assert [{k: v for k, v in r.metadata.items() if k not in page_keys} for r in chunked] == [r.metadata for r in split]
+
+
+def test_split_record_of_a_page_keeps_its_page_and_reads_its_content_type() -> None:
+    chunking = pytest.importorskip("aisearch_ingest.chunking")
+    chunker = chunking.StructuredChunker()
+    [page] = split_record(Record("p1", "<h1>T</h1><p>x</p>", {"page": 4, "content_type": "html"}), chunker)
+    assert page.text == "# T\n\nx" and (page.metadata["page"], page.metadata["page_start"]) == (4, 4)
+    assert page.id == chunk_id("p1", chunker.settings_key(), "html", 0)
+    [plain] = split_record(Record("p2", "<h1>T</h1>", {}), chunker, content_type="plain")
+    assert plain.text == "<h1>T</h1>" and "page_start" not in plain.metadata
 
 
 def test_chunk_mode_with_the_real_chunker() -> None:
@@ -238,3 +315,15 @@ def test_bookkeeping_keys() -> None:
     keys = set(bookkeeping_keys(record.metadata))
     assert {"request_id", "source_sha256", "usage_output_tokens", "model", "service_id"} <= keys
     assert not keys & {"source", "file_name", "page"}
+    chunk_keys = chunk_metadata(_Chunk("x", 1, ("A",), 1, 2, "text", 0, 1)).keys()
+    assert set(bookkeeping_keys(chunk_keys)) == set(chunk_keys) - {"headings"} == BOOKKEEPING_KEYS & chunk_keys
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    from aisearch_ingest import _adapters, documents
+
+    for module in (documents, _adapters):
+        outcome = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert outcome.failed == 0 and outcome.attempted >= 4, module.__name__

@@ -1,12 +1,15 @@
-"""What the LangChain and LlamaIndex adapters share: option checks, input expansion, outcome → records with the
-``on_error`` policy, the failures list and the progress bar. Imports neither framework.
+"""What the LangChain and LlamaIndex adapters share: option checks, the client's constructor arguments, input
+expansion, outcome → records with the ``on_error`` policy, the failures list and the progress bar. Imports neither
+framework.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
 from pathlib import PurePath
 from types import TracebackType
 from typing import Any, Literal
@@ -24,6 +27,8 @@ __all__ = [
     "Shaper",
     "aiter_records",
     "check_choices",
+    "check_names",
+    "client_parameters",
     "expand",
     "iter_records",
     "name_of",
@@ -44,6 +49,52 @@ def check_choices(mode: str, on_error: str) -> None:
         raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}; got {mode!r}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
+
+
+def client_parameters(client_class: type) -> dict[str, inspect.Parameter]:
+    """The keyword arguments ``client_class(...)`` accepts, by name, in signature order.
+
+    A constructor that passes ``**kwargs`` on to its base (``DocumentAnalyzer`` to the AI Search base) is followed up
+    the MRO, so the names are complete. The adapters derive what they accept and pass on from this, so a new client
+    argument reaches them with no list to update.
+
+    Example:
+        >>> from aisearch_ingest import DocumentAnalyzer
+        >>> params = client_parameters(DocumentAnalyzer)
+        >>> "image_storage" in params, "endpoint" in params, params["route"].default
+        (True, True, 'auto')
+    """
+    params: dict[str, inspect.Parameter] = {}
+    for klass in client_class.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        passes_on = False
+        for param in list(inspect.signature(init).parameters.values())[1:]:  # [0] is self
+            if param.kind is inspect.Parameter.VAR_KEYWORD:
+                passes_on = True
+            elif param.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+                params.setdefault(param.name, param)
+        if not passes_on:
+            break
+    return params
+
+
+def check_names(owner: str, given: Iterable[str], valid: Collection[str], *, what: str = "keyword argument") -> None:
+    """Raise ``TypeError`` for the first name of ``given`` not in ``valid``, suggesting the nearest valid one.
+
+    Example:
+        >>> check_names("QwenOCRReader", ["max_page"], ["max_pages", "mode"], what="field")
+        Traceback (most recent call last):
+        ...
+        TypeError: QwenOCRReader got an unknown field 'max_page'; did you mean 'max_pages'?
+    """
+    for name in given:
+        if name in valid:
+            continue
+        near = difflib.get_close_matches(name, list(valid), n=1)
+        hint = f"did you mean {near[0]!r}?" if near else f"valid: {', '.join(sorted(valid))}"
+        raise TypeError(f"{owner} got an unknown {what} {name!r}; {hint}")
 
 
 def expand(inputs: SourceLike | Iterable[SourceLike], *, glob: str = "**/*", recursive: bool = True) -> list[Any]:
@@ -68,7 +119,13 @@ def output_options(client: ParserEngine) -> dict[str, Any]:
 
 
 class Shaper:
-    """Turns results into records for one adapter configuration (mode, chunking, id options)."""
+    """Turns results into records for one adapter configuration (mode, chunking, id options).
+
+    In ``mode="chunk"`` the chunker is ``StructuredChunker(max_tokens=max_tokens, include_headings=...)`` with its
+    other settings at their defaults -- the defaults of ``StructuredTextSplitter`` and ``StructuredNodeParser`` too,
+    so the ids of the routes agree. Its settings enter the chunk ids through ``settings_key()``, not ``options``
+    (which stay the service's output options: the parent's ``mode="document"`` id is made from them alone).
+    """
 
     def __init__(
         self, client: ParserEngine, *, mode: Mode, max_tokens: int = 512, include_headings: bool = False
@@ -80,7 +137,6 @@ class Shaper:
             from .chunking import StructuredChunker
 
             self.chunker = StructuredChunker(max_tokens=max_tokens, include_headings=include_headings)
-            self.options.update(chunk_max_tokens=max_tokens, include_headings=include_headings)
 
     def records(self, outcome: Outcome, extra: Mapping[str, Any] | None = None) -> list[Record]:
         assert outcome.result is not None

@@ -8,9 +8,21 @@ rather than set to ``None``), so every vector store accepts it as is. The keys f
 ``content_type``, ``page_num``, ``page``/``page_start``/``page_end``, ``usage_*``, ``request_id``, ``task_id``,
 ``source_sha256``, and for chunks ``chunk_index``, ``chunk_count``, ``chunk_tokens``, ``headings``, ``chunk_kind``.
 
-Ids are UUIDs (accepted by every vector store, Qdrant included) derived from the bytes' sha256, the service, the
-service id, the options that change the output, the mode and the position (page or chunk) -- never from the path or
-from per-call values -- so the same file parsed the same way gets the same ids on every run, from any path.
+Every record of every route is built here: the loaders' and readers' modes and the CLI (:func:`records_from_result`),
+the LangChain splitter and the LlamaIndex node parser (:func:`split_record`). Ids are UUIDs (accepted by every vector
+store, Qdrant included):
+
+* a document or page: :func:`document_id`, from the bytes' sha256, the service, the service id, the options that
+  change the output, the mode and the position -- never from the path or from per-call values -- so the same file
+  parsed the same way gets the same ids on every run, from any path;
+* a chunk: :func:`chunk_id`, from its parent's id, the chunker's settings, the content type and the chunk's index.
+  In ``mode="chunk"`` the parent is the ``mode="document"`` record of the same file, so a loader's or reader's chunk
+  mode, the CLI's ``--mode chunk`` and document mode followed by ``StructuredTextSplitter`` or
+  ``StructuredNodeParser`` give the same chunks the same ids, for the same chunker settings. Page-mode records split
+  afterwards are chunked per page: other chunks, other ids.
+
+:data:`BOOKKEEPING_KEYS` (with ``usage_*``, see :func:`bookkeeping_keys`) are the keys both frameworks keep out of
+embedding and LLM text.
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -35,9 +47,12 @@ __all__ = [
     "Record",
     "Scalar",
     "bookkeeping_keys",
+    "chunk_id",
+    "chunk_metadata",
     "document_id",
     "records_from_result",
     "result_metadata",
+    "split_record",
     "stable_key",
 ]
 
@@ -48,7 +63,9 @@ MODES: tuple[Mode, ...] = ("document", "page", "chunk")
 #: Values that change on every call (new request, new task) although the output does not.
 VOLATILE_KEYS = frozenset({"request_id", "task_id"})
 
-#: Keys that mean nothing to an embedding model or an LLM (LlamaIndex excludes them from both texts).
+#: Keys that mean nothing to an embedding model or an LLM (LlamaIndex excludes them from both texts, on documents
+#: and on the nodes of :class:`~aisearch_ingest.llama_index.StructuredNodeParser` alike). ``page`` stays visible (an
+#: LLM can cite it); the page span and the counters are for filtering.
 BOOKKEEPING_KEYS = frozenset(
     {
         "service",
@@ -65,11 +82,14 @@ BOOKKEEPING_KEYS = frozenset(
         "chunk_count",
         "chunk_tokens",
         "chunk_kind",
+        "page_start",
+        "page_end",
     }
 )
 
-# uuid5 namespace of this package's ids (fixed for ever: changing it changes every id).
+# uuid5 namespaces of this package's ids (fixed for ever: changing one changes every id made under it).
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/aisearch-ingest/aisearch-ingest/documents")
+_CHUNK_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/aisearch-ingest/aisearch-ingest/chunks")
 
 
 class ChunkLike(Protocol):
@@ -94,9 +114,15 @@ class ChunkLike(Protocol):
 
 
 class Chunker(Protocol):
-    """Anything with ``chunk_result(result) -> list[chunk]`` (``StructuredChunker`` satisfies it)."""
+    """What the record builders call on a chunker (``aisearch_ingest.chunking.StructuredChunker`` satisfies it)."""
+
+    def settings_key(self) -> str:
+        """Everything besides the text that decides the chunks, as a stable string (part of every chunk id)."""
+        ...
 
     def chunk_result(self, result: ParseResult) -> Iterable[ChunkLike]: ...
+    def chunk_text(self, text: str, content_type: str = ...) -> Iterable[ChunkLike]: ...
+    def chunk_pages(self, pages: Sequence[tuple[int, str]], content_type: str = ...) -> Iterable[ChunkLike]: ...
 
 
 @dataclass(frozen=True)
@@ -148,16 +174,23 @@ def result_metadata(result: ParseResult) -> dict[str, Scalar]:
 
 
 def document_id(
-    result: ParseResult, *, mode: Mode, position: str | int, options: Mapping[str, Any] | None = None
+    result: ParseResult,
+    *,
+    mode: Literal["document", "page"],
+    position: str | int,
+    options: Mapping[str, Any] | None = None,
 ) -> str:
-    """The deterministic id of one document: a UUID string.
+    """The deterministic id of one document or page: a UUID string (chunks get :func:`chunk_id`).
 
     Args:
         result: the parse result (its ``source_sha256``, ``service``, ``service_id``, ``ocr_task`` count).
-        mode: ``document``, ``page`` or ``chunk``.
-        position: ``0`` for a whole document, the page number, or the chunk index.
-        options: the options that change the output (task, schema, prompt, chunk size...). ``None`` values are
-            ignored, so adding an option that defaults to ``None`` does not change existing ids.
+        mode: ``document`` or ``page``.
+        position: ``0`` for a whole document, the page number (``"all"`` when the service gave no pages).
+        options: the service's options that change the output (task, schema, prompt...; never the chunker's).
+            ``None`` values are ignored, so adding an option that defaults to ``None`` does not change existing ids.
+
+    Raises:
+        ValueError: ``mode="chunk"``: a chunk's id is :func:`chunk_id` of its document's.
 
     Example:
         >>> from aisearch_ingest import ParseResult
@@ -168,6 +201,8 @@ def document_id(
         ...     ParseResult(**{**r.__dict__, "source": "elsewhere/b.md"}), mode="document", position=0)
         True
     """
+    if mode not in ("document", "page"):
+        raise ValueError(f"document_id takes mode 'document' or 'page' (chunks get chunk_id); got {mode!r}")
     opts = {k: v for k, v in (options or {}).items() if v is not None}
     if result.ocr_task:
         opts.setdefault("task", result.ocr_task)
@@ -178,6 +213,91 @@ def document_id(
         ensure_ascii=False,
     )
     return str(uuid.uuid5(_NAMESPACE, key))
+
+
+def chunk_id(parent_id: str, settings: str, content_type: str, index: int) -> str:
+    """The deterministic id of one chunk: ``uuid5`` of its parent's id, the chunker's settings, the content type it
+    was chunked as and its index -- the one scheme of every route (see the module docstring).
+
+    Args:
+        parent_id: the id of the record that was split (in ``mode="chunk"``: the file's ``mode="document"`` id).
+        settings: :meth:`StructuredChunker.settings_key() <aisearch_ingest.chunking.StructuredChunker.settings_key>`.
+        content_type: ``markdown``, ``html``...: what the text was parsed as.
+        index: the chunk's position in its parent.
+
+    Returns:
+        The id, a UUID string.
+
+    Example:
+        >>> a = chunk_id("doc-1", "StructuredChunker(max_tokens=512)", "markdown", 0)
+        >>> a == chunk_id("doc-1", "StructuredChunker(max_tokens=512)", "markdown", 0), a == chunk_id(
+        ...     "doc-1", "StructuredChunker(max_tokens=512)", "markdown", 1)
+        (True, False)
+    """
+    return str(uuid.uuid5(_CHUNK_NAMESPACE, f"{parent_id}#{settings}, content_type={content_type}#chunk={index}"))
+
+
+def chunk_metadata(chunk: ChunkLike) -> dict[str, Scalar]:
+    """The flat metadata of one chunk, added to its parent's: ``chunk_index``, ``chunk_count``, ``chunk_tokens``,
+    ``headings`` (``"A > B > C"``), ``chunk_kind``, and where known ``page_start``/``page_end`` (and ``page`` when
+    both are the same page).
+
+    Example:
+        >>> from aisearch_ingest.chunking import Chunk
+        >>> meta = chunk_metadata(Chunk("x", 1, ("A", "B"), 2, 2, "text", 0, 1))
+        >>> meta["headings"], meta["page"]
+        ('A > B', 2)
+    """
+    meta: dict[str, Scalar] = {
+        "chunk_index": chunk.index,
+        "chunk_count": chunk.count,
+        "chunk_tokens": chunk.tokens,
+        "headings": " > ".join(chunk.headings),
+        "chunk_kind": chunk.kind,
+    }
+    if chunk.page_start is not None:
+        meta["page_start"] = chunk.page_start
+    if chunk.page_end is not None:
+        meta["page_end"] = chunk.page_end
+    if chunk.page_start is not None and chunk.page_start == chunk.page_end:
+        meta["page"] = chunk.page_start
+    return meta
+
+
+def _page_number(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def split_record(parent: Record, chunker: Chunker, *, content_type: str = "markdown") -> list[Record]:
+    """Split one record (a document of any mode, or any text with metadata) into chunk records.
+
+    Used by ``StructuredTextSplitter`` and ``StructuredNodeParser``. Each chunk keeps the parent's metadata plus
+    :func:`chunk_metadata`; its id is :func:`chunk_id` of the parent's. The text is parsed as the parent's
+    ``metadata["content_type"]`` (set by this package's loaders and readers), else ``content_type``. Pages: a parent
+    with a ``page`` (page mode) gives chunks on that page; one whose ``page_num`` is 1 gives chunks on page 1 (as
+    ``mode="chunk"`` does); a multi-page document has no page boundaries left, so its chunks have no page span
+    (``mode="chunk"`` chunks the pages the service returned and has them) but the same texts and ids.
+
+    Example:
+        >>> from aisearch_ingest.chunking import StructuredChunker
+        >>> [c] = split_record(Record("doc-1", "# A\\n\\nSome text.", {"source": "a.md"}), StructuredChunker())
+        >>> c.text, c.metadata["source"], c.metadata["headings"]
+        ('# A\\n\\nSome text.', 'a.md', 'A')
+    """
+    meta = parent.metadata
+    ctype = str(meta.get("content_type") or content_type)
+    page = _page_number(meta.get("page"))
+    if page is None and _page_number(meta.get("page_num")) == 1:
+        page = 1
+    if page is not None:
+        chunks = chunker.chunk_pages([(page, parent.text)], ctype)
+    else:
+        chunks = chunker.chunk_text(parent.text, ctype)
+    settings = chunker.settings_key()
+    return [
+        Record(chunk_id(parent.id, settings, ctype, chunk.index), chunk.text, {**meta, **chunk_metadata(chunk)})
+        for chunk in chunks
+    ]
 
 
 def stable_key(record_id: str, text: str, metadata: Mapping[str, Any]) -> str:
@@ -194,7 +314,12 @@ def stable_key(record_id: str, text: str, metadata: Mapping[str, Any]) -> str:
 
 
 def bookkeeping_keys(metadata: Iterable[str]) -> list[str]:
-    """The keys of ``metadata`` to keep out of embedding and LLM text: ``usage_*``, ids, hashes, counters."""
+    """The keys of ``metadata`` to keep out of embedding and LLM text: :data:`BOOKKEEPING_KEYS` and ``usage_*``.
+
+    Example:
+        >>> bookkeeping_keys(["source", "usage_pv_count", "chunk_index", "page"])
+        ['usage_pv_count', 'chunk_index']
+    """
     return [k for k in metadata if k in BOOKKEEPING_KEYS or k.startswith("usage_")]
 
 
@@ -211,8 +336,10 @@ def records_from_result(
     Args:
         result: what the service returned.
         mode: ``document`` (one record), ``page`` (one per page the service gave; one record when it gave none) or
-            ``chunk`` (one per chunk of ``chunker``).
-        options: the options that change the output (part of the ids).
+            ``chunk`` (one per chunk of ``chunker``, with :func:`chunk_metadata`; ids: :func:`chunk_id` of the
+            ``mode="document"`` id, so they equal those of :func:`split_record` over the document record).
+        options: the service's options that change the output (part of the ids; not the chunker's settings, which
+            enter chunk ids through ``chunker.settings_key()``).
         chunker: required for ``mode="chunk"``.
         extra_metadata: the caller's metadata (``extra_info``, a blob's metadata), added to every record. On a
             clash the keys of the table above keep their meaning: ``SimpleDirectoryReader``'s MIME ``file_type``
@@ -232,33 +359,30 @@ def records_from_result(
     base = result_metadata(result)
     extra = dict(extra_metadata or {})
 
-    def make(text: str, position: str | int, local: Mapping[str, Any]) -> Record:
-        meta = {**extra, **base, **{k: v for k, v in local.items() if v is not None}}
-        return Record(document_id(result, mode=mode, position=position, options=options), text, meta)
+    def make(record_id: str, text: str, local: Mapping[str, Any]) -> Record:
+        return Record(record_id, text, {**extra, **base, **local})
 
     if mode == "document":
-        return [make(result.content, 0, {})]
+        return [make(document_id(result, mode="document", position=0, options=options), result.content, {})]
     if mode == "page":
         if not result.pages:
             only = {"page": 1} if result.page_num == 1 else {}
-            return [make(result.content, "all", only)]
-        return [make(page.content, page.number, {"page": page.number}) for page in result.pages]
+            return [make(document_id(result, mode="page", position="all", options=options), result.content, only)]
+        return [
+            make(
+                document_id(result, mode="page", position=page.number, options=options),
+                page.content,
+                {"page": page.number},
+            )
+            for page in result.pages
+        ]
     if mode == "chunk":
         if chunker is None:
             raise ValueError("mode='chunk' needs a chunker")
-        records = []
-        for chunk in chunker.chunk_result(result):
-            local: dict[str, Any] = {
-                "page_start": chunk.page_start,
-                "page_end": chunk.page_end,
-                "chunk_index": chunk.index,
-                "chunk_count": chunk.count,
-                "chunk_tokens": chunk.tokens,
-                "headings": " > ".join(chunk.headings),
-                "chunk_kind": chunk.kind,
-            }
-            if chunk.page_start is not None and chunk.page_start == chunk.page_end:
-                local["page"] = chunk.page_start
-            records.append(make(chunk.text, chunk.index, local))
-        return records
+        parent = document_id(result, mode="document", position=0, options=options)
+        settings = chunker.settings_key()
+        return [
+            make(chunk_id(parent, settings, result.content_type, chunk.index), chunk.text, chunk_metadata(chunk))
+            for chunk in chunker.chunk_result(result)
+        ]
     raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")

@@ -11,8 +11,8 @@
 See :class:`StructuredChunker` for the rules, :func:`get_encoding` for the offline tokenizer.
 """
 
-from .chunker import CONTENT_TYPES, StructuredChunker, chunk_id
+from .chunker import CONTENT_TYPES, StructuredChunker
 from .core import KINDS, Chunk
 from .tokens import get_encoding
 
-__all__ = ["CONTENT_TYPES", "KINDS", "Chunk", "StructuredChunker", "chunk_id", "get_encoding"]
+__all__ = ["CONTENT_TYPES", "KINDS", "Chunk", "StructuredChunker", "get_encoding"]

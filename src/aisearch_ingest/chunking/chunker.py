@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -15,7 +14,7 @@ from .tokens import TokenCounter
 if TYPE_CHECKING:  # pragma: no cover
     from ..results import ParseResult
 
-__all__ = ["CONTENT_TYPES", "StructuredChunker", "chunk_id"]
+__all__ = ["CONTENT_TYPES", "StructuredChunker"]
 
 #: Content types the chunker understands (``text`` is an alias of ``plain``; ``md`` of ``markdown``).
 CONTENT_TYPES = ("markdown", "html", "latex", "plain", "text", "json")
@@ -27,28 +26,6 @@ _ODD_SPACE = "\x1c\x1d\x1e\x1f"
 
 def _odd(text: str) -> bool:
     return any(ch in text for ch in _ODD_SPACE)
-
-
-_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/aisearch-ingest/aisearch-ingest/chunks")
-
-
-def chunk_id(parent_id: str, settings: str, index: int) -> str:
-    """Deterministic id of one chunk (the LangChain and LlamaIndex adapters use it): ``uuid5`` of the parent's id,
-    the splitter settings (see :meth:`StructuredChunker.settings_key`) and the chunk index.
-
-    Args:
-        parent_id: the id of the document or node that was split.
-        settings: everything besides the text that decides the chunks.
-        index: the chunk's position in the parent.
-
-    Returns:
-        The id, a UUID string.
-
-    Example:
-        >>> chunk_id("doc-1", "max_tokens=512", 0) == chunk_id("doc-1", "max_tokens=512", 0)
-        True
-    """
-    return str(uuid.uuid5(_NAMESPACE, f"{parent_id}#{settings}#chunk={index}"))
 
 
 _ALIASES = {"md": "markdown", "text": "plain", "txt": "plain", "htm": "html", "tex": "latex"}

@@ -7,8 +7,9 @@ become :class:`~langchain_core.documents.Document` objects with flat metadata an
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from langchain_core.document_loaders import BaseBlobParser, BaseLoader
 from langchain_core.documents import Document
@@ -21,6 +22,8 @@ from .._adapters import (
     Shaper,
     aiter_records,
     check_choices,
+    check_names,
+    client_parameters,
     expand,
     iter_records,
     name_of,
@@ -30,6 +33,7 @@ from ..aisearch import DocumentAnalyzer, ImageAnalyzer
 from ..config import as_secret
 from ..documents import Mode, Record, stable_key
 from ..engine import ParserEngine
+from ..qwen import QwenOCR
 from ..results import Outcome
 from ..sources import SourceLike
 
@@ -78,8 +82,15 @@ _S = TypeVar("_S", bound="_Service")
 class _Service:
     """Client construction and output options shared by loaders and parsers.
 
+    Each public class names its client class; the keywords it passes on are exactly that class's constructor
+    arguments (:func:`~aisearch_ingest._adapters.client_parameters`), checked here: a misspelled one is a
+    ``TypeError`` naming the nearest valid argument, and client keywords next to ``client=`` (which would be ignored)
+    are refused.
+
     A loader or parser is not picklable (its client holds the API key, an event-loop thread and connections):
     ``pickle.dumps`` raises ``TypeError``; build one per process."""
+
+    _client_class: ClassVar[type[ParserEngine]]
 
     def _setup(
         self,
@@ -91,7 +102,17 @@ class _Service:
         include_headings: bool,
     ) -> None:
         check_choices(mode, on_error)
-        self.client: ParserEngine = client if client is not None else self._make_client(**client_kwargs)
+        owner = type(self).__name__
+        # The class's own arguments cannot land in client_kwargs; they are valid names for the suggestion.
+        params = inspect.signature(type(self).__init__).parameters.items()
+        own = [n for n, p in params if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        check_names(owner, client_kwargs, {*client_parameters(self._client_class), *own})
+        if client is not None and client_kwargs:
+            raise TypeError(
+                f"{owner} got client= and client keywords ({', '.join(client_kwargs)}), which it would ignore: "
+                "set them on the client"
+            )
+        self.client: ParserEngine = client if client is not None else self._client_class(**client_kwargs)
         self.mode: Mode = mode
         self.on_error: OnError = on_error
         self.failures: list[Failure] = []
@@ -99,9 +120,6 @@ class _Service:
         #: them twice); filled like ``failures``, for succeeded and failed files alike.
         self.possibly_billed_twice: dict[str, int] = {}
         self._shaper = Shaper(self.client, mode=mode, max_tokens=chunk_max_tokens, include_headings=include_headings)
-
-    def _make_client(self, **kwargs: Any) -> ParserEngine:
-        raise NotImplementedError
 
     def close(self) -> None:
         """Close the client's private event loop and connections."""
@@ -193,38 +211,25 @@ class _ServiceParser(_Service, BaseBlobParser):
             yield _document(record)
 
 
-class _DocumentAnalyze(_Service):
-    def _make_client(self, **kwargs: Any) -> ParserEngine:
-        return DocumentAnalyzer(**kwargs)
-
-
-class _ImageAnalyze(_Service):
-    def _make_client(self, **kwargs: Any) -> ParserEngine:
-        return ImageAnalyzer(**kwargs)
-
-
-class _QwenOCR(_Service):
-    def _make_client(self, **kwargs: Any) -> ParserEngine:
-        from ..qwen import QwenOCR
-
-        return QwenOCR(**kwargs)
-
-
-class DocumentAnalyzeLoader(_DocumentAnalyze, _ServiceLoader):
+class DocumentAnalyzeLoader(_ServiceLoader):
     """Load PDFs, Office files, HTML, Markdown and text through AI Search document-analyze.
 
     Args:
         file_path: a path, a directory (expanded with ``glob``), an ``http(s)`` URL, bytes, or a list of these.
         glob: pattern for directories (``"**/*.pdf"``...); ``recursive=False`` looks at the top level only.
         mode: ``"document"`` (one per file), ``"page"`` (one per page the service returned) or ``"chunk"``
-            (``StructuredChunker`` with ``chunk_max_tokens`` and ``include_headings``).
+            (``StructuredChunker(max_tokens=chunk_max_tokens, include_headings=include_headings)``, its other
+            settings at their defaults: the chunks and ids of ``mode="document"`` followed by
+            ``StructuredTextSplitter(max_tokens=chunk_max_tokens, include_headings=include_headings)``).
         on_error: ``"raise"`` (default): every file is still attempted, then the first error is raised;
             ``"skip"``: a WARNING per failed file. Either way ``loader.failures`` lists ``(source, error)``.
         show_progress: a tqdm progress bar (terminal or notebook).
         client: a ready :class:`~aisearch_ingest.DocumentAnalyzer`; otherwise the remaining keyword arguments
-            (``api_key``, ``endpoint``, ``workspace``, ``service_id``, ``image_storage``, ``max_pages``, ``qps``,
-            ``cache``...) build one; ``max_pages=N`` refuses a PDF of more pages before sending it (the file is
-            listed in ``failures``, the other files go on).
+            build one, and they are exactly its constructor's (``api_key``, ``endpoint``, ``workspace``,
+            ``service_id``, ``image_storage``, ``max_pages``, ``qps``, ``request_timeout``, ``cache``...: all of
+            them, at its defaults); an unknown one raises ``TypeError`` naming the nearest valid one, and so do
+            client keywords next to ``client=``. ``max_pages=N`` refuses a PDF of more pages before sending it (the
+            file is listed in ``failures``, the other files go on).
 
     Example:
         >>> from aisearch_ingest.emulator import Emulator
@@ -236,8 +241,10 @@ class DocumentAnalyzeLoader(_DocumentAnalyze, _ServiceLoader):
         ('document-analyze', True)
     """
 
+    _client_class = DocumentAnalyzer
 
-class ImageAnalyzeLoader(_ImageAnalyze, _ServiceLoader):
+
+class ImageAnalyzeLoader(_ServiceLoader):
     """Load images (description + OCR, or OCR only) through AI Search image-analyze.
 
     Takes the arguments of :class:`DocumentAnalyzeLoader`; client keywords go to
@@ -252,12 +259,15 @@ class ImageAnalyzeLoader(_ImageAnalyze, _ServiceLoader):
         'ops-image-analyze-vlm-001'
     """
 
+    _client_class = ImageAnalyzer
 
-class QwenOCRLoader(_QwenOCR, _ServiceLoader):
+
+class QwenOCRLoader(_ServiceLoader):
     """Load images and PDFs (page by page) through Model Studio Qwen-OCR.
 
     Takes the arguments of :class:`DocumentAnalyzeLoader`; client keywords go to ``aisearch_ingest.qwen.QwenOCR``
-    (``api_key``, ``base_url`` or ``region``, ``model``, ``task``, ``result_schema``, ``prompt``, ``max_pages``...).
+    (``api_key``, ``base_url`` or ``region``, ``model``, ``task``, ``result_schema``, ``prompt``, ``temperature``,
+    ``stream``, ``incremental_output``, ``on_delta``, ``max_pages``...: every argument it takes).
 
     Example:
         >>> from aisearch_ingest.emulator import Emulator
@@ -268,8 +278,10 @@ class QwenOCRLoader(_QwenOCR, _ServiceLoader):
         'qwen-vl-ocr'
     """
 
+    _client_class = QwenOCR
 
-class DocumentAnalyzeParser(_DocumentAnalyze, _ServiceParser):
+
+class DocumentAnalyzeParser(_ServiceParser):
     """A blob parser for ``GenericLoader``: each blob goes through AI Search document-analyze.
 
     Takes ``mode``, ``chunk_max_tokens``, ``include_headings``, ``on_error`` and ``client`` or client keywords as
@@ -285,8 +297,10 @@ class DocumentAnalyzeParser(_DocumentAnalyze, _ServiceParser):
         'meeting_notes.md'
     """
 
+    _client_class = DocumentAnalyzer
 
-class ImageAnalyzeParser(_ImageAnalyze, _ServiceParser):
+
+class ImageAnalyzeParser(_ServiceParser):
     """A blob parser for ``GenericLoader``: each blob goes through AI Search image-analyze.
 
     Example:
@@ -299,8 +313,10 @@ class ImageAnalyzeParser(_ImageAnalyze, _ServiceParser):
         'image-analyze'
     """
 
+    _client_class = ImageAnalyzer
 
-class QwenOCRParser(_QwenOCR, _ServiceParser):
+
+class QwenOCRParser(_ServiceParser):
     """A blob parser for ``GenericLoader``: each blob goes through Qwen-OCR.
 
     Example:
@@ -312,3 +328,5 @@ class QwenOCRParser(_QwenOCR, _ServiceParser):
         >>> docs[0].metadata["page"]
         1
     """
+
+    _client_class = QwenOCR

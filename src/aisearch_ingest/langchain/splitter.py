@@ -7,42 +7,25 @@ from typing import Any
 
 from langchain_core.documents import BaseDocumentTransformer, Document
 
-from ..chunking import Chunk, StructuredChunker, chunk_id
+from ..chunking import StructuredChunker
+from ..documents import Record, chunk_metadata, split_record
 
 __all__ = ["StructuredTextSplitter", "chunk_metadata"]
-
-
-def chunk_metadata(chunk: Chunk) -> dict[str, str | int | None]:
-    """The flat metadata of one chunk (``chunk_index``, ``chunk_count``, ``chunk_tokens``, ``headings``,
-    ``chunk_kind``, and ``page_start``/``page_end`` when known).
-
-    Example:
-        >>> from aisearch_ingest.chunking import Chunk
-        >>> chunk_metadata(Chunk("x", 1, ("A", "B"), None, None, "text", 0, 1))["headings"]
-        'A > B'
-    """
-    meta: dict[str, str | int | None] = {
-        "chunk_index": chunk.index,
-        "chunk_count": chunk.count,
-        "chunk_tokens": chunk.tokens,
-        "headings": chunk.breadcrumb,
-        "chunk_kind": chunk.kind,
-    }
-    if chunk.page_start is not None:
-        meta["page_start"] = chunk.page_start
-        meta["page_end"] = chunk.page_end
-    return meta
 
 
 class StructuredTextSplitter(BaseDocumentTransformer):
     """Split LangChain documents with :class:`~aisearch_ingest.chunking.StructuredChunker`.
 
-    Each output document keeps its parent's metadata plus ``chunk_index``, ``chunk_count``, ``chunk_tokens``,
-    ``headings`` (``"A > B > C"``), ``chunk_kind`` and, when known, ``page_start``/``page_end`` (from the parent's
-    ``page`` metadata). The content type comes from the parent's ``metadata["content_type"]`` (as set by this
-    package's loaders), else from ``content_type``. A parent with an ``id`` gives its chunks deterministic ids:
-    ``uuid5`` of the parent id, the splitter settings and the chunk index (the same scheme as
-    :class:`~aisearch_ingest.llama_index.node_parser.StructuredNodeParser`).
+    The chunks are built by :func:`aisearch_ingest.documents.split_record`, as the loaders' ``mode="chunk"`` builds
+    them: each keeps its parent's metadata plus ``chunk_index``, ``chunk_count``, ``chunk_tokens``, ``headings``
+    (``"A > B > C"``), ``chunk_kind`` and, when the parent has a ``page`` (page mode) or a ``page_num`` of 1,
+    ``page``/``page_start``/``page_end``. The content type comes from the parent's ``metadata["content_type"]`` (as
+    set by this package's loaders), else from ``content_type``. A parent with an ``id`` gives its chunks
+    deterministic ids (:func:`aisearch_ingest.documents.chunk_id`: the parent id, the chunker settings, the content
+    type and the chunk index). So a loader's ``mode="document"`` followed by this splitter gives the texts and ids of
+    the loader's ``mode="chunk"`` with the same settings (``max_tokens=chunk_max_tokens``, ``include_headings``, the
+    other arguments at their defaults); only a multi-page file's chunks lack the page span, which the document no
+    longer knows. Page-mode documents are chunked per page: other chunks, other ids.
 
     Args:
         max_tokens: token budget per chunk (exact, tiktoken).
@@ -85,10 +68,6 @@ class StructuredTextSplitter(BaseDocumentTransformer):
     def __repr__(self) -> str:
         return f"StructuredTextSplitter(chunker={self.chunker!r}, content_type={self.content_type!r})"
 
-    def _settings(self, content_type: str) -> str:
-        """What decides the chunks besides the text: part of every chunk id."""
-        return f"{self.chunker.settings_key()}, content_type={content_type}"
-
     def split_text(self, text: str) -> list[str]:
         """Split one text (of the default content type) into chunk texts."""
         return [c.text for c in self.chunker.chunk_text(text, self.content_type)]
@@ -105,19 +84,11 @@ class StructuredTextSplitter(BaseDocumentTransformer):
         """Split documents; see the class docstring for the metadata."""
         out: list[Document] = []
         for doc in documents:
-            meta = dict(doc.metadata)
-            content_type = str(meta.get("content_type") or self.content_type)
-            page = meta.get("page")
-            if isinstance(page, int) and not isinstance(page, bool):
-                chunks = self.chunker.chunk_pages([(page, doc.page_content)], content_type)
-            else:
-                chunks = self.chunker.chunk_text(doc.page_content, content_type)
-            settings = self._settings(content_type) if doc.id else ""
-            for chunk in chunks:
-                child = dict(meta)
-                child.update(chunk_metadata(chunk))
-                doc_id = chunk_id(doc.id, settings, chunk.index) if doc.id else None
-                out.append(Document(page_content=chunk.text, metadata=child, id=doc_id))
+            # A parent without an id gets chunks without one (the "" parent id only fills the Record).
+            records = split_record(
+                Record(doc.id or "", doc.page_content, dict(doc.metadata)), self.chunker, content_type=self.content_type
+            )
+            out.extend(Document(page_content=r.text, metadata=r.metadata, id=r.id if doc.id else None) for r in records)
         return out
 
     def transform_documents(self, documents: Sequence[Document], **kwargs: Any) -> Sequence[Document]:

@@ -11,27 +11,30 @@ from llama_index.core.node_parser.node_utils import build_nodes_from_splits, def
 from llama_index.core.schema import BaseNode, MetadataMode
 from llama_index.core.utils import get_tqdm_iterable
 
-from ..chunking import StructuredChunker, chunk_id
+from ..chunking import StructuredChunker
+from ..documents import Record, bookkeeping_keys, split_record
 
 __all__ = ["StructuredNodeParser"]
-
-# Position and size keys: useful to filter on, noise for the embedding and the LLM.
-_QUIET_KEYS = ("chunk_index", "chunk_count", "chunk_tokens", "chunk_kind", "page_start", "page_end")
 
 
 class StructuredNodeParser(NodeParser):
     """Split LlamaIndex documents/nodes with :class:`~aisearch_ingest.chunking.StructuredChunker`.
 
-    Every field is a plain value, so ``IngestionPipeline``'s cache key (built from ``to_dict()``) is stable. Output
-    ``TextNode``s keep the parent's metadata and relationships (``SOURCE`` = parent, ``PREVIOUS``/``NEXT``) and add
-    ``chunk_index``, ``chunk_count``, ``chunk_tokens``, ``headings`` (``"A > B > C"``), ``chunk_kind`` and, when the
-    parent has a ``page``, ``page_start``/``page_end``. The content type is the parent's ``metadata["content_type"]``
-    (set by this package's readers), else ``content_type``. The token budget applies to the node text; LlamaIndex may
-    prepend metadata when embedding (``chunk_*`` and page keys are excluded from that).
+    Every field is a plain value, so ``IngestionPipeline``'s cache key (built from ``to_dict()``) is stable. The
+    chunks are built by :func:`aisearch_ingest.documents.split_record`, as the readers' ``mode="chunk"`` and
+    :class:`~aisearch_ingest.langchain.StructuredTextSplitter` build them. Output ``TextNode``s keep the parent's
+    metadata and relationships (``SOURCE`` = parent, ``PREVIOUS``/``NEXT``) and add ``chunk_index``, ``chunk_count``,
+    ``chunk_tokens``, ``headings`` (``"A > B > C"``), ``chunk_kind`` and, when the parent has a ``page`` or a
+    ``page_num`` of 1, ``page``/``page_start``/``page_end``. The content type is the parent's
+    ``metadata["content_type"]`` (set by this package's readers), else ``content_type``. The token budget applies to
+    the node text; LlamaIndex may prepend metadata when embedding, less the parent's excluded keys and
+    :func:`~aisearch_ingest.documents.bookkeeping_keys` (the readers' own list: counters, page span, ids, ``usage_*``).
 
-    Node ids are deterministic: ``uuid5`` of the parent's id, the parser settings and the chunk index (the scheme of
-    :class:`~aisearch_ingest.langchain.StructuredTextSplitter`), so re-running over the same documents (this package's
-    readers give them stable ids) upserts the same nodes. A custom ``id_func`` is used instead when given.
+    Node ids are deterministic (:func:`aisearch_ingest.documents.chunk_id`: the parent's id, the parser settings,
+    the content type and the chunk index), so re-running over the same documents (this package's readers give them
+    stable ids) upserts the same nodes, and a reader's ``mode="document"`` followed by this parser gives the ids of
+    its ``mode="chunk"`` for the same settings (see the splitter for the one difference: a multi-page file's page
+    span). A custom ``id_func`` is used instead when given.
 
     Example:
         >>> from llama_index.core import Document
@@ -69,40 +72,27 @@ class StructuredNodeParser(NodeParser):
         out: list[BaseNode] = []
         for node in get_tqdm_iterable(nodes, show_progress, "Chunking"):
             text = node.get_content(metadata_mode=MetadataMode.NONE)
-            content_type = str(node.metadata.get("content_type") or self.content_type)
-            page = node.metadata.get("page")
-            if isinstance(page, int) and not isinstance(page, bool):
-                chunks = self._chunker.chunk_pages([(page, text)], content_type)
-            else:
-                chunks = self._chunker.chunk_text(text, content_type)
+            parent = Record(node.node_id, text, dict(node.metadata))
+            records = split_record(parent, self._chunker, content_type=self.content_type)
             id_func = self.id_func
             if id_func is default_id_func or id_func is None:
-                settings = f"{self._chunker.settings_key()}, content_type={content_type}"
-                parent_id = node.node_id
 
-                def id_func(i: int, _doc: BaseNode, parent_id: str = parent_id, settings: str = settings) -> str:
-                    return chunk_id(parent_id, settings, i)
+                def id_func(i: int, _doc: BaseNode, records: list[Record] = records) -> str:
+                    return records[i].id
 
-            children = build_nodes_from_splits([c.text for c in chunks], node, id_func=id_func)
-            for child, chunk in zip(children, chunks, strict=False):
-                child.metadata.update(
-                    {
-                        "chunk_index": chunk.index,
-                        "chunk_count": chunk.count,
-                        "chunk_tokens": chunk.tokens,
-                        "headings": chunk.breadcrumb,
-                        "chunk_kind": chunk.kind,
-                    }
-                )
-                if chunk.page_start is not None:
-                    child.metadata["page_start"] = chunk.page_start
-                    child.metadata["page_end"] = chunk.page_end
+            children = build_nodes_from_splits([r.text for r in records], node, id_func=id_func)
+            for child, record in zip(children, records, strict=True):
+                own = record.metadata
+                if not self.include_metadata:  # only what the chunk adds (LlamaIndex copies the rest, if asked)
+                    own = {k: v for k, v in own.items() if k not in parent.metadata}
+                child.metadata.update(own)
                 # New lists: the parent's lists may be shared with it and its other children.
-                child.excluded_embed_metadata_keys = _with_quiet(child.excluded_embed_metadata_keys)
-                child.excluded_llm_metadata_keys = _with_quiet(child.excluded_llm_metadata_keys)
+                hidden = bookkeeping_keys(record.metadata)
+                child.excluded_embed_metadata_keys = _with(child.excluded_embed_metadata_keys, hidden)
+                child.excluded_llm_metadata_keys = _with(child.excluded_llm_metadata_keys, hidden)
             out.extend(children)
         return out
 
 
-def _with_quiet(keys: list[str]) -> list[str]:
-    return [*keys, *(k for k in _QUIET_KEYS if k not in keys)]
+def _with(keys: list[str], more: list[str]) -> list[str]:
+    return [*keys, *(k for k in more if k not in keys)]

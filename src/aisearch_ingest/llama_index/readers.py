@@ -3,6 +3,11 @@
 Thin adapters: settings are plain pydantic fields (the API key is a ``SecretStr`` kept out of ``to_dict()``), the
 service client is built on first use, and every call goes through its engine; results become
 :class:`~llama_index.core.schema.Document` objects with flat metadata and deterministic ids.
+
+A reader's client fields are its client's constructor arguments, with the same names and defaults, but for
+:data:`NOT_FIELDS`; the client is built from every one of them (the list comes from the client's signature, and
+``tests/test_adapter_arguments.py`` fails when a client argument has no field). An unknown field is a ``TypeError``
+naming the nearest valid one.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path, PurePath
 from typing import Any, ClassVar, Literal, TypeVar
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 from llama_index.core.readers.base import BasePydanticReader
 from llama_index.core.schema import Document
 
@@ -23,6 +28,8 @@ from .._adapters import (
     Shaper,
     aiter_records,
     check_choices,
+    check_names,
+    client_parameters,
     expand,
     iter_records,
     name_of,
@@ -32,9 +39,24 @@ from ..aisearch import DocumentAnalyzer, ImageAnalyzer
 from ..documents import Mode, Record, bookkeeping_keys, stable_key
 from ..engine import ParserEngine
 from ..errors import InvalidInputError
+from ..pages import DEFAULT_DPI
+from ..protocol.qwen_models import DEFAULT_MODEL
+from ..qwen import QwenOCR
 from ..results import Outcome
 
-__all__ = ["DocumentAnalyzeReader", "ImageAnalyzeReader", "QwenOCRReader"]
+__all__ = ["NOT_FIELDS", "DocumentAnalyzeReader", "ImageAnalyzeReader", "QwenOCRReader"]
+
+#: Client arguments that are no reader field: objects and callables, which a serialisable (``to_dict``, pickle)
+#: reader cannot hold. Pass a ready ``client=`` to use them.
+NOT_FIELDS = frozenset(
+    {
+        "poll",  # a PollPolicy (its deadline is the ``timeout`` field)
+        "rate_limiter",  # a shared RateLimiter object
+        "http_client_factory",  # a callable building an httpx client
+        "sleep",  # an awaitable callable, for tests
+        "on_delta",  # a streaming callback
+    }
+)
 
 
 class _Document(Document):
@@ -71,9 +93,10 @@ _R = TypeVar("_R", bound="_ServiceReader")
 
 
 class _ServiceReader(BasePydanticReader):
-    """Fields and loading shared by the three readers; subclasses list their client fields."""
+    """Fields and loading shared by the three readers; subclasses name their client class and add its fields."""
 
-    _client_fields: ClassVar[tuple[str, ...]] = ("qps", "max_concurrency", "max_retries", "cache")
+    model_config = ConfigDict(extra="forbid")  # pydantic ignores unknown fields by default: a typo went unnoticed
+    _client_class: ClassVar[type[ParserEngine]]
 
     is_remote: bool = True
     api_key: SecretStr | None = Field(default=None, exclude=True, repr=False, description="else the env var")
@@ -84,7 +107,7 @@ class _ServiceReader(BasePydanticReader):
     show_progress: bool = False
     qps: float | None = None
     max_concurrency: int | None = None
-    max_retries: int | None = None
+    max_retries: int = 5
     cache: str | Path | None = Field(
         default=None, description="path of a ResultCache SQLite file: parsed files cost no second call"
     )
@@ -95,19 +118,29 @@ class _ServiceReader(BasePydanticReader):
     def __init__(self, *, client: ParserEngine | None = None, **data: Any) -> None:
         if isinstance(data.get("api_key"), str):  # first: no frame of ours keeps the raw key as a local
             data["api_key"] = SecretStr(data["api_key"])
+        owner = type(self).__name__
+        objects = sorted(NOT_FIELDS.intersection(data))
+        if objects:
+            hint = "a reader holds no objects: build the client with it and pass client="
+            raise TypeError(f"{owner} has no field {objects[0]!r} ({hint})")
+        check_names(owner, data, [*type(self).model_fields, "client"], what="field")
+        given = [name for name in data if name in self.client_fields()]
+        if client is not None and given:
+            raise TypeError(f"{owner} got client= and client fields ({', '.join(given)}), which it would ignore")
         super().__init__(**data)
         check_choices(self.mode, self.on_error)
         self._client = client
 
-    def _make_client(self, **kwargs: Any) -> ParserEngine:
-        raise NotImplementedError
+    @classmethod
+    def client_fields(cls) -> list[str]:
+        """The fields the client is built from: its constructor's arguments that are fields here, in its order."""
+        return [name for name in client_parameters(cls._client_class) if name in cls.model_fields]
 
     @property
     def client(self) -> ParserEngine:
         """The service client (built from the fields on first use)."""
         if self._client is None:
-            kwargs = {k: getattr(self, k) for k in self._client_fields if getattr(self, k) is not None}
-            self._client = self._make_client(api_key=self.api_key, **kwargs)
+            self._client = self._client_class(**{name: getattr(self, name) for name in self.client_fields()})
         return self._client
 
     @property
@@ -206,26 +239,28 @@ class _ServiceReader(BasePydanticReader):
 
 
 class _AISearchReader(_ServiceReader):
-    _client_fields = (*_ServiceReader._client_fields, "endpoint", "workspace", "service_id", "route", "timeout")
-
     endpoint: str | None = Field(default=None, description="else AISEARCH_ENDPOINT")
     workspace: str | None = Field(default=None, description="else AISEARCH_WORKSPACE, else 'default'")
     service_id: str | None = None
-    route: Literal["auto", "async", "sync"] | None = None
-    timeout: float | None = Field(default=None, description="overall deadline per task, seconds")
+    route: Literal["auto", "async", "sync"] = "auto"
+    timeout: float = Field(default=900.0, description="overall deadline per task, seconds")
+    request_timeout: float = Field(default=60.0, description="timeout of one HTTP exchange, seconds")
 
 
 class DocumentAnalyzeReader(_AISearchReader):
     """Read PDFs, Office files, HTML, Markdown and text through AI Search document-analyze.
 
-    Fields: ``api_key``, ``endpoint``, ``workspace`` (else the ``AISEARCH_*`` environment variables),
-    ``service_id``, ``route``, ``image_storage``, ``enable_semantic``, ``max_pages`` (a PDF with more pages is
-    refused before sending), ``qps``, ``max_concurrency``, ``timeout``,
-    ``cache`` (the path of a :class:`~aisearch_ingest.cache.ResultCache` file);
-    ``mode`` (``"document"``, ``"page"``, ``"chunk"`` with ``chunk_max_tokens`` and ``include_headings``),
+    Fields: the arguments of :class:`~aisearch_ingest.DocumentAnalyzer`, with its defaults: ``api_key``,
+    ``endpoint``, ``workspace`` (else the ``AISEARCH_*`` environment variables), ``service_id``, ``route``,
+    ``image_storage``, ``enable_semantic``, ``max_pages`` (a PDF with more pages is refused before sending),
+    ``qps``, ``max_concurrency``, ``max_retries``, ``timeout``, ``request_timeout``, ``cache`` (the path of a
+    :class:`~aisearch_ingest.cache.ResultCache` file) -- all but :data:`NOT_FIELDS`; and ``mode`` (``"document"``,
+    ``"page"``, ``"chunk"`` with ``chunk_max_tokens`` and ``include_headings``: the chunks and ids of
+    ``mode="document"`` followed by ``StructuredNodeParser(max_tokens=chunk_max_tokens, include_headings=...)``),
     ``on_error`` (``"raise"``: every file is attempted, then the first error raises; ``"skip"``: a WARNING per
     file), ``show_progress``. ``reader.failures`` collects ``(source, error)`` of every failed file. Pass ``client=`` to
-    reuse a :class:`~aisearch_ingest.DocumentAnalyzer`.
+    reuse a :class:`~aisearch_ingest.DocumentAnalyzer` (then without client fields). An unknown field raises
+    ``TypeError``.
 
     Example:
         >>> from llama_index.core import SimpleDirectoryReader
@@ -238,7 +273,7 @@ class DocumentAnalyzeReader(_AISearchReader):
         (1, 'annual_report.pdf')
     """
 
-    _client_fields = (*_AISearchReader._client_fields, "image_storage", "enable_semantic", "max_pages")
+    _client_class = DocumentAnalyzer
 
     image_storage: Literal["base64", "url"] | None = None
     enable_semantic: bool | None = None
@@ -248,15 +283,12 @@ class DocumentAnalyzeReader(_AISearchReader):
     def class_name(cls) -> str:
         return "AISearchDocumentAnalyzeReader"
 
-    def _make_client(self, **kwargs: Any) -> ParserEngine:
-        return DocumentAnalyzer(**kwargs)
-
 
 class ImageAnalyzeReader(_AISearchReader):
     """Read images (description + OCR, or OCR only) through AI Search image-analyze.
 
-    Fields as :class:`DocumentAnalyzeReader` (no ``image_storage``/``enable_semantic``);
-    ``service_id="ops-image-analyze-ocr-001"`` for OCR only.
+    Fields as :class:`DocumentAnalyzeReader` (no ``image_storage``/``enable_semantic``/``max_pages``: the arguments
+    of :class:`~aisearch_ingest.ImageAnalyzer`); ``service_id="ops-image-analyze-ocr-001"`` for OCR only.
 
     Example:
         >>> from aisearch_ingest.emulator import Emulator
@@ -266,22 +298,23 @@ class ImageAnalyzeReader(_AISearchReader):
         'image-analyze'
     """
 
+    _client_class = ImageAnalyzer
+
     @classmethod
     def class_name(cls) -> str:
         return "AISearchImageAnalyzeReader"
-
-    def _make_client(self, **kwargs: Any) -> ParserEngine:
-        return ImageAnalyzer(**kwargs)
 
 
 class QwenOCRReader(_ServiceReader):
     """Read images and PDFs (page by page) through Model Studio Qwen-OCR.
 
-    Fields: ``api_key`` (else ``DASHSCOPE_API_KEY``), ``region`` or ``base_url``, ``model``, ``api``, ``task``,
-    ``result_schema``, ``prompt``, ``min_pixels``, ``max_pixels``, ``enable_rotate``, ``max_tokens`` (the
-    model's output limit), ``stream``, ``pdf_dpi``, ``max_pages`` (a PDF or TIFF with more pages is refused before
-    sending), ``qps``, ``max_concurrency``; and the common ``mode``,
-    ``chunk_max_tokens``, ``include_headings``, ``on_error``, ``show_progress`` as in :class:`DocumentAnalyzeReader`.
+    Fields: the arguments of :class:`~aisearch_ingest.qwen.QwenOCR`, with its defaults: ``api_key`` (else
+    ``DASHSCOPE_API_KEY``), ``region`` or ``base_url``, ``model``, ``api``, ``task``, ``result_schema``, ``prompt``,
+    ``min_pixels``, ``max_pixels``, ``enable_rotate``, ``max_tokens`` (the model's output limit), ``temperature``,
+    ``stream``, ``incremental_output``, ``pdf_dpi``, ``max_pages`` (a PDF or TIFF with more pages is refused before
+    sending), ``qps``, ``max_concurrency``, ``max_retries``, ``request_timeout``, ``cache`` -- all but
+    :data:`NOT_FIELDS`; and the common ``mode``, ``chunk_max_tokens``, ``include_headings``, ``on_error``,
+    ``show_progress`` as in :class:`DocumentAnalyzeReader`.
 
     Example:
         >>> from aisearch_ingest.emulator import Emulator
@@ -292,32 +325,28 @@ class QwenOCRReader(_ServiceReader):
         'text_recognition'
     """
 
-    _client_fields = (
-        *_ServiceReader._client_fields,
-        *("region", "base_url", "model", "api", "task", "result_schema", "prompt", "min_pixels", "max_pixels"),
-        *("enable_rotate", "max_tokens", "stream", "pdf_dpi", "max_pages"),
-    )
+    _client_class = QwenOCR
 
-    region: str | None = Field(default=None, description="'intl' (Singapore), 'us' (Virginia) or 'cn' (Beijing)")
+    region: Literal["intl", "us", "cn"] | None = Field(
+        default=None, description="'intl' (Singapore), 'us' (Virginia) or 'cn' (Beijing)"
+    )
     base_url: str | None = Field(default=None, description="else DASHSCOPE_BASE_URL, else the region's")
-    model: str | None = None
-    api: Literal["native", "openai"] | None = None
-    task: str | None = None
+    model: str = DEFAULT_MODEL
+    api: Literal["native", "openai"] = "native"
+    task: str | None = "text_recognition"
     result_schema: dict[str, Any] | None = None
     prompt: str | None = None
     min_pixels: int | None = None
     max_pixels: int | None = None
     enable_rotate: bool | None = None
     max_tokens: int | None = None
-    stream: bool | None = None
-    pdf_dpi: int | None = None
+    temperature: float | None = None
+    stream: bool = False
+    incremental_output: bool = True
+    pdf_dpi: int = DEFAULT_DPI
     max_pages: int | None = Field(default=None, description="page budget per file: a longer PDF is refused unsent")
+    request_timeout: float = Field(default=120.0, description="timeout of one HTTP exchange, seconds")
 
     @classmethod
     def class_name(cls) -> str:
         return "AISearchQwenOCRReader"
-
-    def _make_client(self, **kwargs: Any) -> ParserEngine:
-        from ..qwen import QwenOCR
-
-        return QwenOCR(**kwargs)
