@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._pdfium import PDFIUM_LOCK
 from .errors import InvalidInputError
 from .protocol.qwen_models import DEFAULT_MODEL, spec_for
 from .protocol.qwen_tasks import (
@@ -79,7 +80,6 @@ MAX_IMAGE_BYTES = 10 * 1024 * 1024
 #: "Supported formats": BMP, JPEG, PNG, TIFF, WEBP, HEIC (as :func:`~aisearch_ingest.sources.sniff_type` names them).
 QWEN_IMAGE_TYPES = frozenset({"bmp", "jpg", "png", "tiff", "webp", "heic"})
 
-PDFIUM_LOCK = threading.RLock()
 #: Plain-text page objects: a PDF holding one has pages, and needs no opening to tell (object streams hide them).
 _PLAIN_PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![A-Za-z0-9])")
 _ZERO_COUNT = re.compile(rb"/Count\s*0(?![0-9.])")
