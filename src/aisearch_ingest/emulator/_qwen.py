@@ -39,6 +39,7 @@ from typing import Any
 
 from ..protocol import qwen_models, qwen_tasks
 from ._http import CUT, JsonReply, Reply, Request, StreamItem, StreamReply
+from ._prompts import schema_from_prompt, task_from_prompt
 from ._runtime import (
     Runtime,
     count_tokens,
@@ -375,8 +376,8 @@ class QwenService:
             return task, prompt, schema or None
         if not text.strip():
             return "text_recognition", qwen_tasks.DEFAULT_PROMPT, None
-        found = qwen_tasks.task_from_prompt(text)
-        schema = qwen_tasks.schema_from_prompt(text) if found == "key_information_extraction" else None
+        found = task_from_prompt(text)
+        schema = schema_from_prompt(text) if found == "key_information_extraction" else None
         return found, text, schema
 
     def _load_image(self, ref: str, oss_resolve: bool) -> bytes:

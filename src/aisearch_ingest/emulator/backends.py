@@ -44,7 +44,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..protocol.qwen_tasks import TASKS, schema_from_prompt, task_from_prompt
+from ..protocol.qwen_tasks import TASKS
+from ._prompts import schema_from_prompt, task_from_prompt
 
 __all__ = [
     "LOCAL_EXTRA_HINT",
@@ -139,7 +140,7 @@ class _LRU(OrderedDict[_K, _V]):
 def _pdfium_lock() -> Any:
     """The process-wide pdfium lock (pdfium is not thread-safe), shared with ``aisearch_ingest.pages`` so the
     emulator and a client running in the same process never call pdfium at the same time."""
-    from ..pages import PDFIUM_LOCK
+    from .._pdfium import PDFIUM_LOCK
 
     return PDFIUM_LOCK
 
