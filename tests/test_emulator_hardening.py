@@ -244,13 +244,13 @@ def test_image_the_ocr_cannot_read_fails_once_with_a_reason(route: str) -> None:
 @pytest.fixture
 def broken_backends(monkeypatch: pytest.MonkeyPatch) -> None:
     _needs_backends()
-    backends = importlib.import_module("aisearch_ingest.emulator.backends")
+    offline = importlib.import_module("aisearch_ingest.emulator.offline")
 
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("backend exploded")
 
     for name in ("analyze_document", "analyze_image", "qwen_ocr"):
-        monkeypatch.setattr(backends, name, boom)
+        monkeypatch.setattr(offline, name, boom)
 
 
 @pytest.mark.parametrize("route", ["sync", "async"])

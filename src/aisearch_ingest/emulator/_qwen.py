@@ -46,7 +46,7 @@ from ._runtime import (
     dashscope_request_id,
     error_reply,
     is_loopback_url,
-    load_backends,
+    load_offline,
     memo,
     missing_extra_message,
     sha256_hex,
@@ -139,7 +139,7 @@ def _int_param(value: Any, name: str) -> int:
 
 def _image_size(data: bytes) -> tuple[int, int]:
     try:
-        size = load_backends().image_size(data)
+        size = load_offline().image_size(data)
         return int(size[0]), int(size[1])
     except ImportError:
         from PIL import Image
@@ -443,7 +443,7 @@ class QwenService:
         key = ("qwen-ocr", sha256_hex(job.image), job.task, custom_prompt, schema_key, job.enable_rotate)
 
         def compute() -> Any:
-            return load_backends().qwen_ocr(
+            return load_offline().qwen_ocr(
                 job.image,
                 task=job.task,
                 prompt=custom_prompt,
