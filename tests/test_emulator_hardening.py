@@ -34,6 +34,7 @@ from aisearch_ingest import (
     TaskFailedError,
 )
 from aisearch_ingest.emulator import Emulator
+from aisearch_ingest.emulator import cli as emulator_cli
 from aisearch_ingest.emulator import server as emulator_server
 
 KEY = "test-key-hardening"
@@ -204,7 +205,7 @@ def test_cli_refuses_a_public_host_without_a_key(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("AISEARCH_API_KEY", raising=False)
     monkeypatch.delenv("DASHSCOPE_API_KEY", raising=False)
     monkeypatch.setattr(emulator_server, "Server", _no_bind)
-    assert emulator_server.main(["--host", "0.0.0.0", "--port", "0"]) == 2
+    assert emulator_cli.main(["--host", "0.0.0.0", "--port", "0"]) == 2
     assert "without an API key" in capsys.readouterr().out
 
 

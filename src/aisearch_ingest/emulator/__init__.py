@@ -17,7 +17,8 @@ the vendor's pages are silent.
 from __future__ import annotations
 
 from ._control import INJECTION_KINDS, EmulatorStats, Faults, InjectionKind, Latency
-from .server import ROUTES, Emulator, add_arguments, main, run
+from .cli import add_arguments, main, run
+from .server import ROUTES, Emulator
 
 __all__ = [
     "INJECTION_KINDS",
