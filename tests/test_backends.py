@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from aisearch_ingest.emulator.backends import (
+from aisearch_ingest.emulator._sniff import sniff_image_format
+from aisearch_ingest.emulator.offline import (
     CorruptDocument,
     UnsupportedDocument,
     analyze_document,
@@ -24,7 +25,6 @@ from aisearch_ingest.emulator.backends import (
     image_size,
     ocr_image,
     qwen_ocr,
-    sniff_image_format,
 )
 from aisearch_ingest.protocol.qwen_tasks import build_prompt, unwrap_fence
 
@@ -77,7 +77,7 @@ def test_import_is_cheap() -> None:
         import sys
         import aisearch_ingest.protocol.qwen_tasks
         before = set(sys.modules)
-        import aisearch_ingest.emulator.backends
+        import aisearch_ingest.emulator.offline
         heavy = ["rapidocr", "onnxruntime", "numpy", "pypdfium2", "mammoth", "pptx", "PIL", "cv2", "tiktoken"]
         print(",".join(m for m in heavy if m in sys.modules and m not in before))
         """
@@ -91,9 +91,9 @@ def test_missing_local_extra_says_how_to_install() -> None:
         f"""
         import sys
         sys.modules["rapidocr"] = None  # makes "import rapidocr" raise ImportError
-        from aisearch_ingest.emulator import backends
+        from aisearch_ingest.emulator import offline
         try:
-            backends.ocr_image(open({str(DATA / "formula.png")!r}, "rb").read())
+            offline.ocr_image(open({str(DATA / "formula.png")!r}, "rb").read())
         except ImportError as exc:
             print("ImportError:", exc)
         """
@@ -116,8 +116,8 @@ def test_ocr_never_downloads_prints_or_writes(local_extra: None, tmp_path: Path)
         def refuse(*args, **kwargs):
             raise SystemExit("rapidocr tried to download " + repr(args))
         dl.DownloadFile.run = refuse
-        from aisearch_ingest.emulator import backends
-        lines = backends.ocr_image(open({str(DATA / "invoice.png")!r}, "rb").read())
+        from aisearch_ingest.emulator import offline
+        lines = offline.ocr_image(open({str(DATA / "invoice.png")!r}, "rb").read())
         assert any("INV-2024-0815" in line.text for line in lines), [line.text for line in lines]
         """,
         cwd=tmp_path,
@@ -141,7 +141,7 @@ def test_sniff_image_format_and_size() -> None:
     png = _read("invoice.png")
     assert sniff_image_format(png) == "png"
     assert image_size(png) == (1000, 900)
-    for fmt, name in (("JPEG", "jpeg"), ("BMP", "bmp"), ("TIFF", "tiff"), ("WEBP", "webp"), ("GIF", "gif")):
+    for fmt, name in (("JPEG", "jpg"), ("BMP", "bmp"), ("TIFF", "tiff"), ("WEBP", "webp"), ("GIF", "gif")):
         buf = io.BytesIO()
         Image.new("RGB", (31, 17), "white").save(buf, format=fmt)
         assert sniff_image_format(buf.getvalue()) == name

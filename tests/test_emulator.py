@@ -848,6 +848,18 @@ def test_cli_prints_url_and_env_lines_but_never_the_key() -> None:
     assert "cli-secret-key" not in first + "".join(exports) + out + err
 
 
+def test_python_dash_m_runs_the_same_cli() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "aisearch_ingest.emulator", "--port", "0", "--task-status-on-fail", "SUCCESS"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # the emulator's own refusal of a bad option, through main's exit code 2: the options reached the emulator
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("aisearch-ingest emulator: task_status_on_fail must be"), proc.stdout + proc.stderr
+
+
 PLUGIN_TESTS = """
 import httpx
 import pytest

@@ -34,6 +34,7 @@ from aisearch_ingest import (
     TaskFailedError,
 )
 from aisearch_ingest.emulator import Emulator
+from aisearch_ingest.emulator import cli as emulator_cli
 from aisearch_ingest.emulator import server as emulator_server
 
 KEY = "test-key-hardening"
@@ -204,7 +205,7 @@ def test_cli_refuses_a_public_host_without_a_key(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("AISEARCH_API_KEY", raising=False)
     monkeypatch.delenv("DASHSCOPE_API_KEY", raising=False)
     monkeypatch.setattr(emulator_server, "Server", _no_bind)
-    assert emulator_server.main(["--host", "0.0.0.0", "--port", "0"]) == 2
+    assert emulator_cli.main(["--host", "0.0.0.0", "--port", "0"]) == 2
     assert "without an API key" in capsys.readouterr().out
 
 
@@ -244,13 +245,13 @@ def test_image_the_ocr_cannot_read_fails_once_with_a_reason(route: str) -> None:
 @pytest.fixture
 def broken_backends(monkeypatch: pytest.MonkeyPatch) -> None:
     _needs_backends()
-    backends = importlib.import_module("aisearch_ingest.emulator.backends")
+    offline = importlib.import_module("aisearch_ingest.emulator.offline")
 
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("backend exploded")
 
     for name in ("analyze_document", "analyze_image", "qwen_ocr"):
-        monkeypatch.setattr(backends, name, boom)
+        monkeypatch.setattr(offline, name, boom)
 
 
 @pytest.mark.parametrize("route", ["sync", "async"])

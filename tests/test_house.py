@@ -127,7 +127,7 @@ def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
 KNOWN_CIRCLES = [
     ["aisearch_ingest.chunking.core", "aisearch_ingest.chunking.html", "aisearch_ingest.chunking.markdown"]
 ]
-OVERSIZED = {"aisearch_ingest.chunking.core", "aisearch_ingest.emulator.backends"}
+OVERSIZED = {"aisearch_ingest.chunking.core"}
 
 
 def test_no_import_circle() -> None:

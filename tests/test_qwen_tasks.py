@@ -11,6 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aisearch_ingest.emulator import _prompts
+from aisearch_ingest.emulator._prompts import schema_from_prompt, task_from_prompt
 from aisearch_ingest.protocol import qwen_tasks as qt
 from aisearch_ingest.protocol.qwen_tasks import (
     DEFAULT_MAX_PIXELS,
@@ -21,9 +23,7 @@ from aisearch_ingest.protocol.qwen_tasks import (
     check_image_dimensions,
     check_schema_depth,
     image_tokens,
-    schema_from_prompt,
     smart_resize,
-    task_from_prompt,
     unwrap_fence,
 )
 
@@ -245,7 +245,7 @@ def test_task_from_prompt_is_robust_to_the_page_renderings() -> None:
     assert task_from_prompt(curl_style) == "key_information_extraction"
     assert schema_from_prompt(curl_style) == {"Date": "", "Time": "", "Fuel Surcharge": ""}
     # The task table's wording ("must be consistent") and single-quoted dicts.
-    table_style = qt._KIE_TABLE_VARIANT + " The content of the input JSON schema is as follows: {'Seller': ''}"
+    table_style = _prompts._KIE_TABLE_VARIANT + " The content of the input JSON schema is as follows: {'Seller': ''}"
     assert task_from_prompt(table_style) == "key_information_extraction"
     assert schema_from_prompt(table_style) == {"Seller": ""}
     assert task_from_prompt("  " + TASKS["table_parsing"].prompt.upper() + "\n") == "table_parsing"

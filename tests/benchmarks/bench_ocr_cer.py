@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from aisearch_ingest.emulator import backends
+from aisearch_ingest.emulator import offline
 
 DATA = Path(__file__).resolve().parents[2] / "notebooks" / "data"
 TARGET_CER = 0.10
@@ -56,13 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     image = (DATA / "scan_page.png").read_bytes()
     reference = (DATA / "scan_page.txt").read_text(encoding="utf-8")
 
-    load = backends.warm_up()
+    load = offline.warm_up()
     started = time.perf_counter()
-    answer = backends.qwen_ocr(image, task="text_recognition", prompt=None, result_schema=None)
+    answer = offline.qwen_ocr(image, task="text_recognition", prompt=None, result_schema=None)
     cold = time.perf_counter() - started
     started = time.perf_counter()
     for _ in range(args.repeat):
-        backends.qwen_ocr(image, task="text_recognition", prompt=None, result_schema=None)
+        offline.qwen_ocr(image, task="text_recognition", prompt=None, result_schema=None)
     warm = (time.perf_counter() - started) / max(args.repeat, 1)
 
     rate = cer(answer.text, reference)

@@ -9,15 +9,16 @@ OpenAI-compatible), for tests, notebooks and CI without a key or a network.
         emu.inject(429, retry_after=0.5)
         ...  # point a client at emu.url
 
-Importing this package is cheap: the offline parsers (``emulator.backends``, extra ``local``) are imported on
-the first request that needs them. See :mod:`aisearch_ingest.emulator.server` for the choices it makes where
+Importing this package is cheap: the offline engine (``emulator.offline``, extra ``local``) is imported on
+the first request that needs it. See :mod:`aisearch_ingest.emulator.server` for the choices it makes where
 the vendor's pages are silent.
 """
 
 from __future__ import annotations
 
 from ._control import INJECTION_KINDS, EmulatorStats, Faults, InjectionKind, Latency
-from .server import ROUTES, Emulator, add_arguments, main, run
+from .cli import add_arguments, main, run
+from .server import ROUTES, Emulator
 
 __all__ = [
     "INJECTION_KINDS",

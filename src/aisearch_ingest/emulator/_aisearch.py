@@ -10,7 +10,7 @@ Choices where the vendor's pages are silent (documented in the emulator's module
   ``FAIL`` for ``url``, whose bytes are only seen by the task);
 * ``ops-document-analyze-002`` takes images as well as documents ("PDFs and images", CHANGES-2026.md §D): an image
   is read by the OCR backend into markdown, one page; ``-001`` refuses image types with a 400;
-* a file the backends cannot parse (whatever they raise, the ``local`` extra missing included) is a failed task
+* a file the offline engine cannot parse (whatever it raises, the ``local`` extra missing included) is a failed task
   with the reason in ``result.error``, on ``/sync`` too (HTTP 200: "请求成功,包括任务失败场景"), never a 500;
 * ``document.url`` is downloaded only when it is one of the emulator's own files or under an allowed prefix, with no
   redirects (:class:`~aisearch_ingest.emulator._runtime.UrlPolicy`); any other URL fails the task
@@ -41,7 +41,7 @@ from ._runtime import (
     acs_request_id,
     count_tokens,
     error_reply,
-    load_backends,
+    load_offline,
     memo,
     missing_extra_message,
     sha256_hex,
@@ -402,7 +402,7 @@ class AISearchService:
         sid = document.service_id
 
         def compute() -> Any:
-            return load_backends().analyze_image(data, sid)
+            return load_offline().analyze_image(data, sid)
 
         try:
             analysis = memo.get(("image-analyze", sid, sha256_hex(data)), compute, lambda a: len(a.content))
@@ -427,7 +427,7 @@ class AISearchService:
         images = document.service_id in _IMAGE_DOCUMENT_SERVICES
 
         def compute() -> Any:
-            return load_backends().analyze_document(data, file_type, images=images)
+            return load_offline().analyze_document(data, file_type, images=images)
 
         try:
             analysis = memo.get(("document-analyze", file_type, sha256_hex(data)), compute, _weigh_document)
@@ -439,7 +439,7 @@ class AISearchService:
         except ImportError as exc:
             if file_type not in ("html", "md", "txt"):
                 return _Outcome(error=missing_extra_message(f"{file_type} documents", exc))
-            logger.debug("emulator: backends unavailable (%s); using the plain-text fallback", exc)
+            logger.debug("emulator: offline engine unavailable (%s); using the plain-text fallback", exc)
             content, content_type, pages, page_num, backend_usage = _fallback_document(data, file_type)
         except ValueError as exc:
             return _Outcome(error=str(exc) or type(exc).__name__)

@@ -39,13 +39,14 @@ from typing import Any
 
 from ..protocol import qwen_models, qwen_tasks
 from ._http import CUT, JsonReply, Reply, Request, StreamItem, StreamReply
+from ._prompts import schema_from_prompt, task_from_prompt
 from ._runtime import (
     Runtime,
     count_tokens,
     dashscope_request_id,
     error_reply,
     is_loopback_url,
-    load_backends,
+    load_offline,
     memo,
     missing_extra_message,
     sha256_hex,
@@ -138,7 +139,7 @@ def _int_param(value: Any, name: str) -> int:
 
 def _image_size(data: bytes) -> tuple[int, int]:
     try:
-        size = load_backends().image_size(data)
+        size = load_offline().image_size(data)
         return int(size[0]), int(size[1])
     except ImportError:
         from PIL import Image
@@ -375,8 +376,8 @@ class QwenService:
             return task, prompt, schema or None
         if not text.strip():
             return "text_recognition", qwen_tasks.DEFAULT_PROMPT, None
-        found = qwen_tasks.task_from_prompt(text)
-        schema = qwen_tasks.schema_from_prompt(text) if found == "key_information_extraction" else None
+        found = task_from_prompt(text)
+        schema = schema_from_prompt(text) if found == "key_information_extraction" else None
         return found, text, schema
 
     def _load_image(self, ref: str, oss_resolve: bool) -> bytes:
@@ -442,7 +443,7 @@ class QwenService:
         key = ("qwen-ocr", sha256_hex(job.image), job.task, custom_prompt, schema_key, job.enable_rotate)
 
         def compute() -> Any:
-            return load_backends().qwen_ocr(
+            return load_offline().qwen_ocr(
                 job.image,
                 task=job.task,
                 prompt=custom_prompt,

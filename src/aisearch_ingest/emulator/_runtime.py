@@ -30,7 +30,7 @@ __all__ = [
     "error_reply",
     "fetch_url",
     "is_loopback_url",
-    "load_backends",
+    "load_offline",
     "memo",
 ]
 
@@ -143,12 +143,12 @@ _WORDS = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
 def count_tokens(text: str) -> int:
-    """Tokens in ``text`` as the backends count them (tiktoken's bundled ``cl100k_base``, an approximation of
-    Qwen's tokenizer); a word-and-punctuation count if the backends module cannot be imported."""
+    """Tokens in ``text`` as the offline engine counts them (tiktoken's bundled ``cl100k_base``, an approximation of
+    Qwen's tokenizer); a word-and-punctuation count if the engine cannot be imported."""
     if not text:
         return 0
     try:
-        counter = load_backends().count_tokens
+        counter = load_offline().count_tokens
     except ImportError:
         return len(_WORDS.findall(text))
     return int(counter(text))
@@ -324,13 +324,14 @@ def fetch_url(
     return data
 
 
-def load_backends() -> ModuleType:
-    """Import the offline parsing backends (needs the ``local`` extra for images and PDF).
+def load_offline() -> ModuleType:
+    """Import the offline engine, :mod:`aisearch_ingest.emulator.offline` (its parsers need the ``local`` extra for
+    images and PDF). Imported here, on the first request that needs it, so importing the emulator stays cheap.
 
     Raises:
-        ImportError: when the backends or one of their dependencies are missing.
+        ImportError: when the engine or one of its dependencies is missing.
     """
-    return importlib.import_module("aisearch_ingest.emulator.backends")
+    return importlib.import_module("aisearch_ingest.emulator.offline")
 
 
 def missing_extra_message(what: str, exc: BaseException) -> str:

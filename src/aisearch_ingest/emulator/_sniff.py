@@ -1,7 +1,10 @@
-"""What a byte string really is: the emulator's own content check, independent of the client's sniffing.
+"""What a byte string really is: the emulator's one magic-byte table, independent of the client's sniffing.
 
 The server side must not trust the client's idea of a file type (that is what the emulator is testing), so this
-module repeats, on purpose, a small magic-byte sniffer instead of importing ``aisearch_ingest.sources``.
+module repeats, on purpose, a small magic-byte sniffer instead of importing ``aisearch_ingest.sources``
+(``sniff_type``): were the two sides to share one table, a wrong entry would be wrong on both, and every test of the
+client against the emulator would pass over it. Within the emulator this is the only table: the services check
+declared types with :func:`sniff` / :func:`content_matches`, the offline engine asks :func:`sniff_image_format`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ __all__ = [
     "infer_file_type",
     "normalize_type",
     "sniff",
+    "sniff_image_format",
 ]
 
 #: document-analyze types the emulator accepts (``file_type`` / suffix). The page names "pdf, doc, docx" as
@@ -83,12 +87,16 @@ def _looks_like_text(data: bytes) -> bool:
         return False
 
 
-def sniff(data: bytes) -> str | None:
-    """The canonical type of ``data`` from its leading bytes.
+#: HEIF brands (``ftyp`` major brand) of a HEIC still image or image sequence.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
+
+
+def sniff_image_format(data: bytes) -> str | None:
+    """The raster image format of ``data`` from its magic bytes.
 
     Returns:
-        One of ``pdf``, ``png``, ``jpg``, ``gif``, ``bmp``, ``tiff``, ``webp``, ``heic``, ``docx``, ``pptx``,
-        ``xlsx``, ``zip``, ``ole`` (legacy doc/ppt/xls), ``text`` (decodable text without NUL bytes), or None.
+        ``png``, ``jpg``, ``gif``, ``bmp``, ``tiff``, ``webp`` or ``heic`` (the names :func:`sniff` uses); None for
+        anything else.
     """
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
@@ -96,14 +104,27 @@ def sniff(data: bytes) -> str | None:
         return "jpg"
     if data.startswith((b"GIF87a", b"GIF89a")):
         return "gif"
-    if data.startswith(b"BM") and len(data) > 26:
+    if data.startswith(b"BM") and len(data) > 26:  # a BMP header is 26 bytes at least; "BM..." may be text
         return "bmp"
     if data.startswith((b"II*\x00", b"MM\x00*")):
         return "tiff"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
-    if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"):
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
         return "heic"
+    return None
+
+
+def sniff(data: bytes) -> str | None:
+    """The canonical type of ``data`` from its leading bytes.
+
+    Returns:
+        One of ``pdf``, ``png``, ``jpg``, ``gif``, ``bmp``, ``tiff``, ``webp``, ``heic``, ``docx``, ``pptx``,
+        ``xlsx``, ``zip``, ``ole`` (legacy doc/ppt/xls), ``text`` (decodable text without NUL bytes), or None.
+    """
+    image = sniff_image_format(data)
+    if image is not None:
+        return image
     if b"%PDF-" in data[:1024]:
         return "pdf"
     if data.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):

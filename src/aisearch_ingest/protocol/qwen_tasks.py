@@ -6,18 +6,16 @@ Everything here is pure (no I/O, no heavy imports) and comes from the vendor pag
 * the table of built-in tasks ("Use built-in tasks"): the ``task`` value, the "Specified prompt" that
   the DashScope service applies for it, and the output format each one answers in. The OpenAI-compatible
   flavour has no ``ocr_options``, so a client must send the prompt as text (:func:`build_prompt`), and a
-  server must recognise the task from that text (:func:`task_from_prompt`);
+  server must recognise the task from that text (the emulator's :mod:`aisearch_ingest.emulator._prompts`);
 * the "Sample code for estimating image tokens": :func:`smart_resize` and :func:`image_tokens`;
 * the "Limits" and "Billing" sections: the pixel limits and the four-token minimum.
 
 Note that ``text_recognition`` and ``multi_lan`` have the same documented prompt (which is also the
-default prompt used when no prompt is sent), so a prompt alone cannot tell them apart;
-:func:`task_from_prompt` answers ``text_recognition`` for it.
+default prompt used when no prompt is sent), so a prompt alone cannot tell them apart.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import re
@@ -45,9 +43,7 @@ __all__ = [
     "check_image_dimensions",
     "check_schema_depth",
     "image_tokens",
-    "schema_from_prompt",
     "smart_resize",
-    "task_from_prompt",
     "unwrap_fence",
 ]
 
@@ -89,8 +85,7 @@ _ADVANCED_PROMPT = (
     "Locate all text lines and return the coordinates of the rotated rectangle([cx, cy, width, height, angle])."
 )
 #: Custom-field extraction prompt as the page's OpenAI-compatible samples send it (Python, Node.js and curl
-#: all say
-#: "needs to be consistent"; the task table's copy says "must be consistent" -- both are recognised).
+#: all say "needs to be consistent"; the task table's copy says "must be consistent" -- the emulator recognises both).
 _KIE_PROMPT = (
     "Assume you are an information extraction expert. You are given a JSON schema. Fill the value part "
     "of this schema with information from the image. Note that if a value is a list, the schema will "
@@ -229,81 +224,6 @@ def build_prompt(task: str, result_schema: Mapping[str, Any] | None = None) -> s
         return KIE_FULL_FIELD_PROMPT
     check_schema_depth(result_schema)
     return spec.prompt + _KIE_SCHEMA_LEAD + json.dumps(result_schema, ensure_ascii=False)
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
-_KIE_TABLE_VARIANT = _KIE_PROMPT.replace("needs to be consistent", "must be consistent")
-# (normalised prefix, task): the first sentence (or two) of each prompt is distinctive enough; matching on the
-# beginning keeps recognition robust to the schema tail and to line breaks/indentation inside the prompt.
-_PROMPT_PREFIXES: tuple[tuple[str, str], ...] = (
-    (_norm(_ADVANCED_PROMPT)[:60], "advanced_recognition"),
-    (_norm(_KIE_PROMPT)[:120], "key_information_extraction"),
-    (_norm(KIE_FULL_FIELD_PROMPT)[:100], "key_information_extraction"),
-    (_norm(_TABLE_PROMPT)[:100], "table_parsing"),
-    (_norm(_DOCUMENT_PROMPT)[:100], "document_parsing"),
-    (_norm(_FORMULA_PROMPT)[:80], "formula_recognition"),
-)
-
-
-def task_from_prompt(text: str) -> str | None:
-    """Recognise a built-in task from the prompt text of an OpenAI-compatible request.
-
-    Matching is on the beginning of the documented prompt after collapsing whitespace and case, so the
-    embedded ``result_schema`` of key_information_extraction (in any of the page's renderings), line breaks
-    and indentation do not matter. The shared text_recognition / multi_lan prompt answers ``text_recognition``.
-
-    Args:
-        text: the prompt text.
-
-    Returns:
-        The task name, or None for a custom prompt.
-    """
-    norm = _norm(text)
-    if not norm:
-        return None
-    if norm.rstrip(".") == _norm(DEFAULT_PROMPT).rstrip("."):
-        return "text_recognition"
-    for prefix, task in _PROMPT_PREFIXES:
-        if norm.startswith(prefix):
-            return task
-    return None
-
-
-_SCHEMA_LEAD_RE = re.compile(r"json schema is as follows:\s*", re.IGNORECASE)
-
-
-def schema_from_prompt(text: str) -> dict[str, Any] | None:
-    """Extract the ``result_schema`` embedded in a key_information_extraction prompt.
-
-    Accepts the JSON renderings of the page's samples (compact or indented, with or without a trailing period)
-    and Python-literal dicts with single quotes.
-
-    Args:
-        text: the prompt text.
-
-    Returns:
-        The schema as a dict, or None when the prompt carries no (parsable) schema.
-    """
-    match = _SCHEMA_LEAD_RE.search(text)
-    if match is None:
-        return None
-    tail = text[match.end() :]
-    start = tail.find("{")
-    end = tail.rfind("}")
-    if start < 0 or end <= start:
-        return None
-    blob = tail[start : end + 1]
-    try:
-        value: Any = json.loads(blob)
-    except ValueError:
-        try:
-            value = ast.literal_eval(blob)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            return None
-    return value if isinstance(value, dict) else None
 
 
 _FENCE_RE = re.compile(r"\A\s*```([A-Za-z0-9_+.-]*)[ \t]*\r?\n?(.*?)\r?\n?[ \t]*```\s*\Z", re.DOTALL)
