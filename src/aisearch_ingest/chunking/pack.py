@@ -168,33 +168,45 @@ class _Packer:
     def fill(self, flat: list[Atom]) -> list[_Filled]:
         """Group ``flat`` into chunks, in order; the atoms of a chunk are consecutive in ``flat``."""
         min_tokens = self.min_tokens
-        simple = not self.include_headings
+        include_headings = self.include_headings
+        simple = not include_headings
         limit = self.max_tokens
+        filled = self.filled
+        # The loop runs once per block of the document, so the open chunk's list and count live in locals: ``joined``
+        # is written back before ``fits`` or ``cut`` reads ``self.joined``, and both are read again after ``start``
+        # or ``cut`` opened another chunk.
+        cur = self.cur
+        joined = self.joined
         for idx, a in enumerate(flat):
             n = a.n
-            cur = self.cur
             if cur:
                 last = cur[-1]
-                if a.level and last.kind != "heading" and self.joined - self.head_tokens >= min_tokens:
-                    self.close(idx - len(cur))
+                if a.level and last.kind != "heading" and joined - self.head_tokens >= min_tokens:
+                    filled.append((self.head, cur, joined, self.unsafe, idx - len(cur)))
                     self.start(a, [])
-                elif (
-                    simple
-                    and last.safe
-                    and self.joined + n + (0 if a.group is None else a.group.tail_tokens + 1) <= limit
-                ):
+                    cur, joined = self.cur, self.joined
+                elif simple and last.safe and joined + n + (0 if a.group is None else a.group.tail_tokens + 1) <= limit:
                     # Fits for sure (a row or line of a split block also leaves room for its closing fence).
                     cur.append(a)
-                    self.joined += n
+                    joined += n
                     continue
-                elif not self.fits(a):
-                    self.cut(a, idx)
+                else:
+                    self.joined = joined
+                    if not self.fits(a):
+                        self.cut(a, idx)
+                        cur, joined = self.cur, self.joined
+                if cur and not cur[-1].safe:
+                    self.unsafe = True
             else:
                 self.start(a, [])
-            self.add(a)
-        if self.cur:
-            self.close(len(flat) - len(self.cur))
-        return self.filled
+                cur, joined = self.cur, self.joined
+            cur.append(a)
+            joined += n
+            if include_headings:
+                self.crumb = max(self.crumb, self.crumb_tokens(a.path))
+        if cur:
+            filled.append((self.head, cur, joined, self.unsafe, len(flat) - len(cur)))
+        return filled
 
     def start(self, a: Atom, seed: list[Atom]) -> None:
         """Open a new chunk that will take ``a``, holding ``seed`` (overlap, or headings carried over) first."""
@@ -230,20 +242,6 @@ class _Packer:
             return False
         return final_tokens(a, self.counter) <= room
 
-    def add(self, a: Atom) -> None:
-        """Append ``a`` to the open chunk."""
-        cur = self.cur
-        if cur and not cur[-1].safe:
-            self.unsafe = True
-        cur.append(a)
-        self.joined += a.n
-        if self.include_headings:
-            self.crumb = max(self.crumb, self.crumb_tokens(a.path))
-
-    def close(self, at: int) -> None:
-        """Record the open chunk, whose atoms start at ``at`` in the flat list."""
-        self.filled.append((self.head, self.cur, self.joined, self.unsafe, at))
-
     def cut(self, a: Atom, idx: int) -> None:
         """``a`` (at ``idx`` in the flat list) does not fit: close the open chunk and open the one ``a`` goes to.
 
@@ -263,7 +261,7 @@ class _Packer:
                 self.filled.append((prev_head, prev[:k], prev_joined - sum(c.n for c in carry), prev_unsafe, at))
                 return
             self.head, self.joined, self.unsafe, self.cur = prev_head, prev_joined, prev_unsafe, prev
-        self.close(idx - len(prev))
+        self.filled.append((self.head, prev, self.joined, self.unsafe, idx - len(prev)))
         seed: list[Atom] = []
         overlap = self.overlap_tokens
         if overlap > 0:
@@ -315,28 +313,21 @@ class _Packer:
                 pending.appendleft((nxt_head, [moved], -1, True, -1))
                 pending.appendleft((head, group_atoms, -1, True, -1))
                 continue
-            first_page, last_page = _page_span(group_atoms)
-            rows.append((text, tokens, path, first_page, last_page, _chunk_kind(head, group_atoms)))
+            if len(group_atoms) == 1 and not head:
+                kind = KIND_OF.get(end.kind, "text")
+            else:
+                kinds = set(map(_KIND, group_atoms))
+                if len(kinds) == 1 or kinds <= _TEXTISH:
+                    kind = KIND_OF.get(end.kind, "text")
+                else:
+                    kind = _dominant_kind([*head, *group_atoms])
+            if end.page is None and group_atoms[0].page is None:
+                first_page = last_page = None
+            else:
+                pages = [x.page for x in group_atoms if x.page is not None]
+                first_page, last_page = min(pages), max(pages)
+            rows.append((text, tokens, path, first_page, last_page, kind))
         return rows
-
-
-def _chunk_kind(head: list[Atom], atoms: list[Atom]) -> str:
-    """The kind of a chunk: its atoms' when they agree (or are all text-like), else the one holding most tokens."""
-    end = atoms[-1]
-    if len(atoms) == 1 and not head:
-        return KIND_OF.get(end.kind, "text")
-    kinds = set(map(_KIND, atoms))
-    if len(kinds) == 1 or kinds <= _TEXTISH:
-        return KIND_OF.get(end.kind, "text")
-    return _dominant_kind([*head, *atoms])
-
-
-def _page_span(atoms: list[Atom]) -> tuple[int | None, int | None]:
-    """The first and last page of ``atoms`` (None, None when they have no pages)."""
-    if atoms[-1].page is None and atoms[0].page is None:
-        return None, None
-    pages = [x.page for x in atoms if x.page is not None]
-    return min(pages), max(pages)
 
 
 def _assemble(atoms: list[Atom], head: list[Atom]) -> str:
