@@ -297,7 +297,8 @@ def test_line_join_additivity(a: str, b: str) -> None:
 )
 def test_final_tokens_matches_reencoding(text: str, sep: str) -> None:
     """The shortcut that derives count(text) from count(text + sep) agrees with re-encoding."""
-    from aisearch_ingest.chunking.core import Atom, count_atoms, final_tokens
+    from aisearch_ingest.chunking.count import count_atoms, final_tokens
+    from aisearch_ingest.chunking.model import Atom
 
     text = text.rstrip()
     if not text or not text.split("\n", 1)[0].strip():

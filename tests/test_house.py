@@ -46,10 +46,12 @@ def _imports(name: str, path: Path) -> Iterator[tuple[str, int]]:
                 target = ".".join([*base, node.module] if node.module else base)
             else:
                 target = node.module or ""
-            yield target, node.lineno
-            for alias in node.names:  # ``from . import x`` imports the module x
-                if f"{target}.{alias.name}" in MODULES:
-                    yield f"{target}.{alias.name}", node.lineno
+            submodules = [f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in MODULES]
+            # ``from . import x`` of a submodule x imports the module x, not a name of the package's __init__
+            if len(submodules) < len(node.names):
+                yield target, node.lineno
+            for submodule in submodules:
+                yield submodule, node.lineno
 
 
 def _graph() -> dict[str, set[str]]:
@@ -121,24 +123,9 @@ def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
     return groups
 
 
-#: Known debt of issue 12 (still open), each to be removed by the change that pays it: the chunking circle
-#: (``HeadingState`` in the markdown scanner, ``Atom`` in ``core.py``) and the two rooms that hold several programs.
-#: ``strict``: the day one is mended, its mark fails the run until it is taken out.
-KNOWN_CIRCLES = [
-    ["aisearch_ingest.chunking.core", "aisearch_ingest.chunking.html", "aisearch_ingest.chunking.markdown"]
-]
-OVERSIZED = {"aisearch_ingest.chunking.core"}
-
-
 def test_no_import_circle() -> None:
-    graph = _graph()
     # A package's __init__ hands on the names of its modules: it stands above them, and a module importing a name
     # through its own package's __init__ would close a loop -- which this counts as one.
-    assert [group for group in _strongly_connected(graph) if group not in KNOWN_CIRCLES] == []
-
-
-@pytest.mark.xfail(strict=True, reason="issue 12: chunking/ is not split by job yet")
-def test_no_known_circle_left() -> None:
     assert _strongly_connected(_graph()) == []
 
 
@@ -148,12 +135,7 @@ def test_circle_detection_finds_a_circle() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="issue 12: not split by job yet"))
-        if n in OVERSIZED
-        else n
-        for n in sorted(MODULES)
-    ],
+    sorted(MODULES),
 )
 def test_no_room_over_800_lines(name: str) -> None:
     lines = MODULES[name].read_text(encoding="utf-8").count("\n")

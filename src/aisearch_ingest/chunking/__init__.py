@@ -12,7 +12,7 @@ See :class:`StructuredChunker` for the rules, :func:`get_encoding` for the offli
 """
 
 from .chunker import CONTENT_TYPES, StructuredChunker
-from .core import KINDS, Chunk
+from .model import KINDS, Chunk
 from .tokens import get_encoding
 
 __all__ = ["CONTENT_TYPES", "KINDS", "Chunk", "StructuredChunker", "get_encoding"]

@@ -6,8 +6,10 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from .core import Atom, Chunk, count_at, pack
-from .markdown import HeadingState, markdown_atoms, markdown_atoms_at
+from .count import count_at
+from .markdown import markdown_atoms, markdown_atoms_at
+from .model import Atom, Chunk, HeadingState
+from .pack import pack
 from .text import plain_atoms
 from .tokens import TokenCounter
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .core import Atom
-from .markdown import HeadingState
+from .model import Atom, HeadingState
 
 __all__ = ["html_atoms", "html_table_parts", "html_table_segments"]
 
@@ -60,7 +59,7 @@ class _Walker:
                 self.blocks.append(("list" if self.prefix else "text", self.prefix + text, 0, "", None, 0))
                 self.prefix = ""
 
-    def walk(self, node: Any, depth: int = 0, list_prefix: str = "") -> None:
+    def walk(self, node: Any, depth: int = 0) -> None:
         buf = self.buf
         for child in node.iter(include_text=True):
             tag = child.tag

@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 from itertools import accumulate
 
-from .core import Atom
-from .markdown import HeadingState
+from .model import Atom, HeadingState
 
 __all__ = ["latex_atoms"]
 

@@ -20,9 +20,9 @@ import re
 from collections.abc import Callable
 from typing import cast
 
-from .core import Atom
+from .model import Atom, HeadingState
 
-__all__ = ["HeadingState", "clean_heading", "markdown_atoms", "markdown_atoms_at"]
+__all__ = ["clean_heading", "markdown_atoms", "markdown_atoms_at"]
 
 # The definition of an ATX heading line (the scanner implements it without backtracking: _SCAN, _atx_title).
 _ATX = re.compile(r" {0,3}(#{1,6})(?:[ \t]+(.*?))??(?:[ \t]+#+)?[ \t]*$")
@@ -66,30 +66,6 @@ def clean_heading(title: str) -> str:
     elif "`" in title:
         title = title.replace("`", "")
     return " ".join(title.split())
-
-
-class HeadingState:
-    """The heading stack, carried from page to page."""
-
-    __slots__ = ("levels", "path", "titles")
-
-    def __init__(self) -> None:
-        self.levels: list[int] = []
-        self.titles: list[str] = []
-        self.path: tuple[str, ...] = ()
-
-    def push(self, level: int, title: str) -> tuple[str, ...]:
-        """Enter a heading of ``level`` (1 = outermost) and return the new path."""
-        levels = self.levels
-        titles = self.titles
-        while levels and levels[-1] >= level:
-            levels.pop()
-            titles.pop()
-        if title:
-            levels.append(level)
-            titles.append(title)
-        self.path = tuple(titles)
-        return self.path
 
 
 def _indent(line: str) -> int:

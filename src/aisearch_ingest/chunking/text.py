@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .core import Atom
+from .model import Atom
 
 __all__ = ["plain_atoms"]
 

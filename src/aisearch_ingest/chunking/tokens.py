@@ -168,7 +168,7 @@ class TokenCounter:
         self._lengths: Any = None
         #: Token counts of short blocks already seen (exact: the same text always has the same count).
         self.block_cache: dict[str, int] = {}
-        #: Token count differences at chunk ends, keyed by trailing punctuation + separator (see ``core.final_tokens``).
+        #: Token count differences at chunk ends, keyed by trailing punctuation + separator (``count.final_tokens``).
         self.tail_cache: dict[str, int] = {}
 
     def count(self, text: str) -> int:
@@ -281,20 +281,6 @@ class TokenCounter:
             return None  # a token straddles a cut: not an additive join
         counts: list[int] = np.diff(idx).tolist()
         return counts
-
-    def count_slices(self, text: str, cuts: Sequence[int]) -> list[int] | None:
-        """Token counts of ``text[cuts[k]:cuts[k + 1]]`` for every ``k``, from one encode of
-        ``text[cuts[0]:cuts[-1]]`` (see :meth:`counts_between` for what a cut must be).
-
-        Returns None when this fast path is unavailable or a cut is not a token boundary.
-        """
-        if len(cuts) < 2:
-            return None
-        lo = cuts[0]
-        encoded = self.token_ends(text, lo, cuts[-1])
-        if encoded is None:
-            return None
-        return self.counts_between(encoded, [c - lo for c in cuts] if lo else cuts)
 
     def _core_bpe_buffer(self, text: str) -> Any:
         assert self.encoding is not None
