@@ -278,6 +278,7 @@ def test_every_service_goes_into_chroma_as_is(
     ]
     embed = DeterministicFakeEmbedding(size=8)
     client = chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False))
+    # No embedding function: we pass the vectors. Chroma's default one downloads an ONNX model at first use.
     collection = client.create_collection("aisearch-langchain", embedding_function=None)
     collection.add(
         ids=[d.id for d in docs],  # type: ignore[misc]

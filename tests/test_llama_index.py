@@ -182,6 +182,7 @@ def test_every_service_goes_into_chroma_as_is(
         *QwenOCRReader(client=qwen_client, mode="page").load_data(DATA / "scan_page.png"),
     ]
     client = chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False))
+    # No embedding function: we pass the vectors. Chroma's default one downloads an ONNX model at first use.
     collection = client.create_collection("aisearch-llama-index", embedding_function=None)
     embed = MockEmbedding(embed_dim=8)
     collection.add(
