@@ -134,10 +134,12 @@ def test_both_frameworks_hide_the_same_keys(client: DocumentAnalyzer) -> None:
     parsed = StructuredNodeParser().get_nodes_from_documents(DocumentAnalyzeReader(client=client).load_data(path))
     expected = set(bookkeeping_keys(langchain[0].metadata))
     assert {"chunk_index", "page_start", "usage_token_count", "request_id", "service_id"} <= expected
-    assert not expected & {"source", "file_name", "headings", "page"}  # what an embedding or an LLM can use
+    assert not expected & {"source", "file_name", "headings", "page"}  # LangChain embeds page_content alone
     for node in [*read, *parsed]:
-        assert set(node.excluded_embed_metadata_keys) == expected - _page_span_if_absent(node.metadata)
-        assert set(node.excluded_llm_metadata_keys) == set(node.excluded_embed_metadata_keys)
+        # paths never reach an LLM, nor the file name an embedding model; page and headings do
+        llm = expected | {"source"}
+        assert set(node.excluded_llm_metadata_keys) == llm - _page_span_if_absent(node.metadata)
+        assert set(node.excluded_embed_metadata_keys) == (llm | {"file_name"}) - _page_span_if_absent(node.metadata)
 
 
 def _page_span_if_absent(metadata: dict[str, Any]) -> set[str]:

@@ -36,7 +36,7 @@ from .._adapters import (
     source_from_bytes,
 )
 from ..aisearch import DocumentAnalyzer, ImageAnalyzer
-from ..documents import Mode, Record, bookkeeping_keys, stable_key
+from ..documents import Mode, Record, embed_hidden_keys, llm_hidden_keys, stable_key
 from ..engine import ParserEngine
 from ..errors import InvalidInputError
 from ..pages import DEFAULT_DPI
@@ -79,13 +79,12 @@ def _is_local(fs: Any) -> bool:
 
 
 def _document(record: Record) -> Document:
-    excluded = bookkeeping_keys(record.metadata)
     return _Document(
         id_=record.id,
         text=record.text,
         metadata=dict(record.metadata),
-        excluded_embed_metadata_keys=list(excluded),
-        excluded_llm_metadata_keys=list(excluded),
+        excluded_embed_metadata_keys=embed_hidden_keys(record.metadata),
+        excluded_llm_metadata_keys=llm_hidden_keys(record.metadata),
     )
 
 
