@@ -17,6 +17,7 @@ from typing import Any, Literal
 from .documents import MODES, Chunker, Mode, Record, records_from_result
 from .engine import ParserEngine
 from .errors import AISearchIngestError
+from .markup import markdown_result
 from .results import Outcome
 from .sources import Source, SourceLike, expand_inputs, load_source, redact_url
 
@@ -119,7 +120,13 @@ def output_options(client: ParserEngine) -> dict[str, Any]:
 
 
 class Shaper:
-    """Turns results into records for one adapter configuration (mode, chunking, id options).
+    """Turns results into records for one adapter configuration (mode, chunking, id options, HTML or markdown).
+
+    With ``html_to_markdown`` (the default) an HTML result (document-analyze's answer for DOC/DOCX/PPT/PPTX/HTML/TXT,
+    Qwen-OCR's ``table_parsing``) becomes markdown first (:func:`~aisearch_ingest.markup.markdown_result`), in every
+    mode: documents and pages are readable text with ``content_type="markdown"``, and chunk mode chunks that
+    markdown, so ``mode="chunk"`` and ``mode="document"`` + a splitter still agree. ``html_to_markdown=False`` keeps
+    the service's HTML (chunked by the HTML chunker).
 
     In ``mode="chunk"`` the chunker is ``StructuredChunker(max_tokens=max_tokens, include_headings=...)`` with its
     other settings at their defaults -- the defaults of ``StructuredTextSplitter`` and ``StructuredNodeParser`` too,
@@ -128,9 +135,16 @@ class Shaper:
     """
 
     def __init__(
-        self, client: ParserEngine, *, mode: Mode, max_tokens: int = 512, include_headings: bool = False
+        self,
+        client: ParserEngine,
+        *,
+        mode: Mode,
+        max_tokens: int = 512,
+        include_headings: bool = False,
+        html_to_markdown: bool = True,
     ) -> None:
         self.mode = mode
+        self.html_to_markdown = html_to_markdown
         self.options = output_options(client)
         self.chunker: Chunker | None = None
         if mode == "chunk":
@@ -140,8 +154,9 @@ class Shaper:
 
     def records(self, outcome: Outcome, extra: Mapping[str, Any] | None = None) -> list[Record]:
         assert outcome.result is not None
+        result = markdown_result(outcome.result) if self.html_to_markdown else outcome.result
         return records_from_result(
-            outcome.result, mode=self.mode, options=self.options, chunker=self.chunker, extra_metadata=extra
+            result, mode=self.mode, options=self.options, chunker=self.chunker, extra_metadata=extra
         )
 
 

@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--mode", choices=("document", "page", "chunk"), default="chunk")
     ingest.add_argument("--max-tokens", type=int, default=512, help="chunk budget in tokens (mode chunk)")
     ingest.add_argument("--include-headings", action="store_true", help="prefix each chunk with its breadcrumb")
+    ingest.add_argument("--keep-html", action="store_true", help="keep the HTML document-analyze returns for "
+                        "DOC/DOCX/PPT/PPTX/HTML/TXT (default: turned into markdown, in every mode)")  # fmt: skip
     ingest.add_argument("--glob", default="**/*", help="files to take from directories (default: %(default)s)")
     ingest.add_argument("--offline", action="store_true", help="start the built-in emulator and use it (no key)")
     ingest.add_argument(
@@ -383,7 +385,13 @@ def _ingest_run(args: argparse.Namespace, stop: _Stop) -> int:
         for client in clients.values():
             stack.callback(client.close)
         shapers = {
-            s: Shaper(c, mode=args.mode, max_tokens=args.max_tokens, include_headings=args.include_headings)
+            s: Shaper(
+                c,
+                mode=args.mode,
+                max_tokens=args.max_tokens,
+                include_headings=args.include_headings,
+                html_to_markdown=not args.keep_html,
+            )
             for s, c in clients.items()
         }
         bar = _progress(total, args.no_progress)

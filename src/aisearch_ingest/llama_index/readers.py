@@ -102,6 +102,9 @@ class _ServiceReader(BasePydanticReader):
     mode: Mode = "document"
     chunk_max_tokens: int = 512
     include_headings: bool = False
+    html_to_markdown: bool = Field(
+        default=True, description="HTML results become markdown in every mode; False keeps the service's HTML"
+    )
     on_error: OnError = "raise"
     show_progress: bool = False
     qps: float | None = None
@@ -197,7 +200,11 @@ class _ServiceReader(BasePydanticReader):
                 items.append(made)
         items = expand(items)
         shaper = Shaper(
-            self.client, mode=self.mode, max_tokens=self.chunk_max_tokens, include_headings=self.include_headings
+            self.client,
+            mode=self.mode,
+            max_tokens=self.chunk_max_tokens,
+            include_headings=self.include_headings,
+            html_to_markdown=self.html_to_markdown,
         )
         batch = Batch(
             shaper,
@@ -256,6 +263,8 @@ class DocumentAnalyzeReader(_AISearchReader):
     :class:`~aisearch_ingest.cache.ResultCache` file) -- all but :data:`NOT_FIELDS`; and ``mode`` (``"document"``,
     ``"page"``, ``"chunk"`` with ``chunk_max_tokens`` and ``include_headings``: the chunks and ids of
     ``mode="document"`` followed by ``StructuredNodeParser(max_tokens=chunk_max_tokens, include_headings=...)``),
+    ``html_to_markdown`` (``True``: the service's HTML for DOC/DOCX/PPT/PPTX/HTML/TXT becomes markdown in every mode,
+    ``content_type="markdown"``; ``False`` keeps the HTML),
     ``on_error`` (``"raise"``: every file is attempted, then the first error raises; ``"skip"``: a WARNING per
     file), ``show_progress``. ``reader.failures`` collects ``(source, error)`` of every failed file. Pass ``client=`` to
     reuse a :class:`~aisearch_ingest.DocumentAnalyzer` (then without client fields). An unknown field raises
