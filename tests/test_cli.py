@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from aisearch_ingest.cache import CACHE_ENV
 from aisearch_ingest.cli import main
 
 DATA = Path(__file__).resolve().parents[1] / "notebooks" / "data"
@@ -18,7 +19,7 @@ pytest.importorskip("rapidocr", reason="offline parsing needs the `local` extra"
 
 
 def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISEARCH_", "DASHSCOPE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISEARCH_", "DASHSCOPE_")) or k == CACHE_ENV}
     env["PYTHONIOENCODING"] = "utf-8"
     return env
 

@@ -23,6 +23,8 @@ import nbclient
 import nbformat
 import pytest
 
+from aisearch_ingest.cache import CACHE_ENV
+
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = ("langchain_retrieval", "llamaindex_retrieval", "qwen_ocr_tasks")
 RETRIEVAL = ("langchain_retrieval", "llamaindex_retrieval")
@@ -43,7 +45,7 @@ ANSWERED = re.compile(r"(\d+) of (\d+) questions answered from the right file an
 
 def offline_env() -> dict[str, str]:
     """The environment of the kernel: ours without any service key, endpoint or base URL."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISEARCH_", "DASHSCOPE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISEARCH_", "DASHSCOPE_")) or k == CACHE_ENV}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
     return env
 

@@ -29,7 +29,7 @@ import anyio
 import anyio.to_thread
 
 from ._portal import Portal
-from .cache import InFlightTask, ResultCache, cache_key, endpoint_host, open_cache
+from .cache import CacheLike, InFlightTask, ResultCache, cache_key, endpoint_host, open_cache
 from .config import SecretStr
 from .errors import AISearchIngestError, UnexpectedError
 from .ratelimit import RateLimiter, limiters_for
@@ -211,7 +211,8 @@ class Engine:
         request_timeout: timeout of one HTTP exchange (seconds).
         http_client_factory: builds the ``httpx.AsyncClient``.
         sleep: awaited for every wait; injectable in tests.
-        cache: a :class:`ResultCache`, its path (opened here and closed with the engine), or None.
+        cache: a :class:`ResultCache`, its path or True (the default file; opened here and closed with the
+            engine), or None.
         max_concurrency: sources in flight in ``parse_many`` (None: adaptive).
         identity: the client's part of every cache key (service id or model, workspace, output options).
         initial_in_flight: sources in flight before anything is learned (default 10).
@@ -230,7 +231,7 @@ class Engine:
         request_timeout: float = 60.0,
         http_client_factory: HttpClientFactory | None = None,
         sleep: Sleep = anyio.sleep,
-        cache: ResultCache | str | os.PathLike[str] | None = None,
+        cache: CacheLike = None,
         max_concurrency: int | None = None,
         identity: Callable[[], Mapping[str, Any]] | None = None,
         initial_in_flight: int | None = None,

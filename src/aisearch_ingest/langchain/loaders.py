@@ -129,14 +129,25 @@ class _Service:
         )
 
     def close(self) -> None:
-        """Close the client's private event loop and connections."""
+        """Close the client's private event loop and connections (a client given as ``client=`` too: it opens them
+        again if used afterwards)."""
         self.client.close()
+
+    async def aclose(self) -> None:
+        """Close the connections the async methods (``aload``, ``alazy_load``) opened on the running event loop."""
+        await self.client.aclose()
 
     def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    async def __aenter__(self: _S) -> _S:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 class _ServiceLoader(_Service, BaseLoader):

@@ -13,7 +13,7 @@ naming the nearest valid one.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path, PurePath
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -91,6 +91,38 @@ def _document(record: Record) -> Document:
 _R = TypeVar("_R", bound="_ServiceReader")
 
 
+class AsyncDocuments:
+    """What :meth:`alazy_load_data` returns: ``async for`` yields documents as files finish, ``await`` gives the list
+    (LlamaIndex's ``alazy_load_data`` contract, a coroutine of documents). Either way the files are parsed
+    concurrently on the running event loop, which never blocks on them.
+
+    Example:
+        >>> import asyncio
+        >>> from aisearch_ingest.emulator import Emulator
+        >>> async def main(url):
+        ...     async with DocumentAnalyzeReader(endpoint=url, api_key="test") as reader:
+        ...         async for doc in reader.alazy_load_data("notebooks/data/meeting_notes.md"):
+        ...             print(doc.metadata["file_name"])
+        ...         return len(await reader.alazy_load_data("notebooks/data/meeting_notes.md"))
+        >>> with Emulator() as emu:
+        ...     asyncio.run(main(emu.url))
+        meeting_notes.md
+        1
+    """
+
+    def __init__(self, documents: AsyncIterator[Document]) -> None:
+        self._documents = documents
+
+    def __aiter__(self) -> AsyncIterator[Document]:
+        return self._documents
+
+    def __await__(self) -> Generator[Any, None, list[Document]]:
+        return self._collect().__await__()
+
+    async def _collect(self) -> list[Document]:
+        return [doc async for doc in self._documents]
+
+
 class _ServiceReader(BasePydanticReader):
     """Fields and loading shared by the three readers; subclasses name their client class and add its fields."""
 
@@ -110,8 +142,10 @@ class _ServiceReader(BasePydanticReader):
     qps: float | None = None
     max_concurrency: int | None = None
     max_retries: int = 5
-    cache: str | Path | None = Field(
-        default=None, description="path of a ResultCache SQLite file: parsed files cost no second call"
+    cache: bool | str | Path | None = Field(
+        default=None,
+        description="True (the default file, $AISEARCH_INGEST_CACHE or the user cache directory) or the path of a "
+        "ResultCache SQLite file: parsed files cost no second call",
     )
     _client: ParserEngine | None = PrivateAttr(default=None)
     _failures: list[Failure] = PrivateAttr(default_factory=list)
@@ -158,15 +192,27 @@ class _ServiceReader(BasePydanticReader):
         return self._billed_twice
 
     def close(self) -> None:
-        """Close the client's private event loop and connections."""
+        """Close the client's private event loop and connections (a client given as ``client=`` too: it opens them
+        again if used afterwards)."""
         if self._client is not None:
             self._client.close()
+
+    async def aclose(self) -> None:
+        """Close the connections the async methods opened on the running event loop."""
+        if self._client is not None:
+            await self._client.aclose()
 
     def __enter__(self: _R) -> _R:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    async def __aenter__(self: _R) -> _R:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     def __getstate__(self) -> dict[Any, Any]:
         # Neither the client (its loop thread, its connections) nor the key is pickled: an unpickled copy
@@ -238,6 +284,15 @@ class _ServiceReader(BasePydanticReader):
         """Native async :meth:`load_data`: the files are parsed concurrently on the running event loop."""
         return [doc async for doc in self._alazy(file, extra_info, fs)]
 
+    # LlamaIndex's own runs lazy_load_data's generator on the event loop's thread, blocking it for every file.
+    def alazy_load_data(  # type: ignore[override]  # an awaitable as the base's coroutine is, and async-iterable
+        self, file: Any, extra_info: dict[str, Any] | None = None, fs: Any = None
+    ) -> AsyncDocuments:
+        """Native async :meth:`lazy_load_data`: ``async for doc in reader.alazy_load_data(...)`` yields documents as
+        files finish, parsed concurrently on the running event loop (which stays free); ``await`` it for the list.
+        """
+        return AsyncDocuments(self._alazy(file, extra_info, fs))
+
     async def _alazy(self, file: Any, extra_info: dict[str, Any] | None, fs: Any) -> AsyncIterator[Document]:
         items, done, batch = self._start(file, extra_info, fs)
         async for record in aiter_records(self.client, items, batch, done=done):
@@ -259,7 +314,8 @@ class DocumentAnalyzeReader(_AISearchReader):
     Fields: the arguments of :class:`~aisearch_ingest.DocumentAnalyzer`, with its defaults: ``api_key``,
     ``endpoint``, ``workspace`` (else the ``AISEARCH_*`` environment variables), ``service_id``, ``route``,
     ``image_storage``, ``enable_semantic``, ``max_pages`` (a PDF with more pages is refused before sending),
-    ``qps``, ``max_concurrency``, ``max_retries``, ``timeout``, ``request_timeout``, ``cache`` (the path of a
+    ``qps``, ``max_concurrency``, ``max_retries``, ``timeout``, ``request_timeout``, ``cache`` (``True`` for the
+    default file, :func:`~aisearch_ingest.cache.default_cache_path`, or the path of a
     :class:`~aisearch_ingest.cache.ResultCache` file) -- all but :data:`NOT_FIELDS`; and ``mode`` (``"document"``,
     ``"page"``, ``"chunk"`` with ``chunk_max_tokens`` and ``include_headings``: the chunks and ids of
     ``mode="document"`` followed by ``StructuredNodeParser(max_tokens=chunk_max_tokens, include_headings=...)``),
