@@ -400,3 +400,29 @@ def test_docstring_examples_run(monkeypatch: pytest.MonkeyPatch) -> None:
         module = importlib.import_module(f"aisearch_ingest.{name}")
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted and not result.failed, name
+
+
+def _readme_snippets() -> list[str]:
+    """The python blocks of the README's two "One loader for a mixed folder" sections."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    parts = text.split("### One loader for a mixed folder")[1:]
+    return [part.split("```python\n", 1)[1].split("```", 1)[0] for part in parts]
+
+
+def test_readme_snippets_run_as_written(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    snippets = _readme_snippets()
+    assert len(snippets) == 2
+    monkeypatch.chdir(REPO)
+    for name, value in {
+        "AISEARCH_ENDPOINT": emu.url,
+        "AISEARCH_API_KEY": KEY,
+        "DASHSCOPE_BASE_URL": emu.url,
+        "DASHSCOPE_API_KEY": KEY,
+    }.items():
+        monkeypatch.setenv(name, value)
+    scopes: list[dict[str, Any]] = [{}, {}]
+    for snippet, scope in zip(snippets, scopes, strict=True):
+        exec(compile(snippet, "README.md", "exec"), scope)
+        assert _services(scope["docs"]) == _expected_services("image-analyze")
+    assert scopes[0]["loader"].failures == [] and scopes[1]["reader"].failures == []
+    assert _services(scopes[0]["ocr"]) == _expected_services("qwen-ocr")
