@@ -32,10 +32,10 @@ import anyio
 from ._version import __version__
 from .cache import CACHE_ENV
 from .errors import AISearchIngestError, ConfigurationError, InvalidInputError
-from .limits import DOCUMENT_TYPES, IMAGE_TYPES
 from .protocol.qwen_models import REGION_NAMES, REGIONS
 from .protocol.qwen_tasks import TASKS
 from .results import Outcome
+from .routing import route, service_for
 from .sources import (
     SourceLike,
     expand_inputs,
@@ -174,31 +174,27 @@ class _Summary:
         self.errors.append(error)
 
 
+#: The CLI's service groups for the services of :mod:`aisearch_ingest.routing` (``--service auto``).
+_AUTO_GROUPS = {"document-analyze": "document", "image-analyze": "image-vlm", "qwen-ocr": "qwen-ocr"}
+
+
 def _service_for(origin: str, file_type: str, choice: str) -> str:
     if choice != "auto":
         return choice
-    if file_type in IMAGE_TYPES:
-        return "image-vlm"
-    if file_type in DOCUMENT_TYPES:
-        return "document"
-    raise InvalidInputError(
-        f"{origin}: no service parses .{file_type or '?'} files "
-        f"(documents: {', '.join(sorted(DOCUMENT_TYPES))}; images: {', '.join(sorted(IMAGE_TYPES))})",
-        source=origin,
-        limit="file_type",
-        value=file_type,
-    )
+    return _AUTO_GROUPS[service_for(origin, file_type)]
 
 
 def _route(item: SourceLike, choice: str) -> tuple[str, SourceLike]:
-    """The service for one input. Local files are typed from their first bytes and stay on disk until their turn
-    comes (a large batch is never held in memory); other inputs are loaded."""
+    """The service group for one input (:func:`aisearch_ingest.routing.route`: local files are typed from their
+    first bytes and stay on disk until their turn comes, so a large batch is never held in memory)."""
+    if choice == "auto":
+        service, routed = route(item)
+        return _AUTO_GROUPS[service], routed
     text = local_path(item)
     if text is not None:
-        origin, file_type = probe_type(text)
-        return _service_for(origin, file_type, choice), item
-    source = load_source(item)
-    return _service_for(source.origin, source.file_type, choice), source
+        probe_type(text)  # an unreadable or untyped file fails here, as with auto
+        return choice, item
+    return choice, load_source(item)
 
 
 def _missing_keys_message(services: set[str]) -> str | None:

@@ -78,6 +78,30 @@ def _is_local(fs: Any) -> bool:
     return "file" in protocols or "local" in protocols
 
 
+def gather(file: Any, fs: Any) -> tuple[list[Any], list[Outcome]]:
+    """The inputs of one ``load_data`` call, directories expanded; paths of a non-local fsspec ``fs`` are read
+    through it (as ``SimpleDirectoryReader`` passes them), and one that cannot be read is a failed outcome."""
+    files = [file] if isinstance(file, (str, bytes, os.PathLike)) else list(file)
+    items: list[Any] = []
+    done: list[Outcome] = []
+    for f in files:
+        if fs is None or _is_local(fs) or not isinstance(f, (str, PurePath)) or "://" in str(f):
+            items.append(f)  # read as a local path: checked to be a regular file first (a FIFO never blocks)
+            continue
+        try:  # a non-local filesystem: read through it
+            with fs.open(str(f), "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            done.append(Outcome(str(f), error=InvalidInputError(f"{f}: cannot read ({exc})", source=str(f))))
+            continue
+        made = source_from_bytes(data, origin=str(f), file_name=name_of(f))
+        if isinstance(made, Outcome):
+            done.append(made)
+        else:
+            items.append(made)
+    return expand(items), done
+
+
 def _document(record: Record) -> Document:
     return _Document(
         id_=record.id,
@@ -226,25 +250,7 @@ class _ServiceReader(BasePydanticReader):
         return state
 
     def _start(self, file: Any, extra_info: dict[str, Any] | None, fs: Any) -> tuple[list[Any], list[Outcome], Batch]:
-        files = [file] if isinstance(file, (str, bytes, os.PathLike)) else list(file)
-        items: list[Any] = []
-        done: list[Outcome] = []
-        for f in files:
-            if fs is None or _is_local(fs) or not isinstance(f, (str, PurePath)) or "://" in str(f):
-                items.append(f)  # read as a local path: checked to be a regular file first (a FIFO never blocks)
-                continue
-            try:  # a non-local filesystem: read through it
-                with fs.open(str(f), "rb") as handle:
-                    data = handle.read()
-            except OSError as exc:
-                done.append(Outcome(str(f), error=InvalidInputError(f"{f}: cannot read ({exc})", source=str(f))))
-                continue
-            made = source_from_bytes(data, origin=str(f), file_name=name_of(f))
-            if isinstance(made, Outcome):
-                done.append(made)
-            else:
-                items.append(made)
-        items = expand(items)
+        items, done = gather(file, fs)
         shaper = Shaper(
             self.client,
             mode=self.mode,
