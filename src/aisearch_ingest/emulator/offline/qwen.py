@@ -248,8 +248,9 @@ _SUBSCRIPTS = dict(zip("₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎", "0123456
 def _scripts_to_latex(text: str) -> str:
     """OCR reads a raised exponent as a Unicode superscript (``mc²``): runs become ``^{...}`` (``_{...}`` below)."""
     for table, mark in ((_SUPERSCRIPTS, "^"), (_SUBSCRIPTS, "_")):
-        chars = "".join(table)
-        text = re.sub(f"[{chars}]+", lambda m, t=table, k=mark: k + "{" + "".join(t[c] for c in m.group()) + "}", text)
+        runs = re.findall(f"[{''.join(table)}]+", text)
+        for run in sorted(set(runs), key=len, reverse=True):
+            text = text.replace(run, mark + "{" + "".join(table[c] for c in run) + "}")
     return text
 
 
