@@ -24,7 +24,7 @@ Where is the research and development centre?          Trondheim, Norway        
 =====================================================  ====================================  =======================
 
 ``scan_page.png`` is a slightly rotated, noisy 150 dpi "scan" of the prose in ``scan_page.txt`` (the OCR
-benchmark's ground truth); ``formula.png`` holds two ASCII formulas for ``formula_recognition``.
+benchmark's ground truth); ``formula.png`` holds two typeset formulas (raised exponents) for ``formula_recognition``.
 """
 
 from __future__ import annotations
@@ -424,15 +424,24 @@ def make_scan(png_path: Path, txt_path: Path) -> None:
     txt_path.write_text(SCAN_TEXT + "\n", encoding="utf-8")
 
 
-FORMULAS = ["E = mc^2", "a^2 + b^2 = c^2"]
+# Each formula is typeset as runs of (text, raised): exponents in a smaller size, raised to the cap height.
+FORMULAS = [
+    [("E = mc", False), ("2", True)],
+    [("a", False), ("2", True), (" + b", False), ("2", True), (" = c", False), ("2", True)],
+]
+FORMULA_SIZE, EXPONENT_SIZE = 52, 30
 
 
 def make_formula(path: Path) -> None:
-    """Write an image with two ASCII formulas, one per line."""
-    img = Image.new("L", (560, 200), 255)
+    """Write an image of two typeset formulas (E = mc², a² + b² = c²), with real raised exponents."""
+    img = Image.new("L", (560, 220), 255)
     draw = ImageDraw.Draw(img)
-    for i, formula in enumerate(FORMULAS):
-        draw.text((40, 30 + i * 80), formula, font=_font(44), fill=0)
+    for i, runs in enumerate(FORMULAS):
+        x, y = 48.0, 40 + i * 95
+        for text, raised in runs:
+            font = _font(EXPONENT_SIZE if raised else FORMULA_SIZE)
+            draw.text((x, y), text, font=font, fill=0)  # same top: the smaller exponent sits at the cap height
+            x += draw.textlength(text, font=font) + (2 if raised else 0)
     img.save(path, optimize=True)
 
 

@@ -2,10 +2,13 @@
 
 Each notebook is executed top to bottom in a fresh ``python3`` kernel (``nbclient``), with ``notebooks/`` as the working
 directory and every ``AISEARCH_*`` / ``DASHSCOPE_*`` variable removed, so they always run against the local emulator.
-The retrieval notebooks assert, for every question, that the top chunk comes from the right file and page; a failing
+The retrieval notebooks assert, for every question, that the top chunk comes from the right file and page, and that
+re-indexing a persistent Chroma store after editing and deleting files keeps exactly the current chunks; a failing
 ``assert`` (or any exception) fails the test.
 
-Refresh the saved outputs after editing a notebook (same clean, offline execution; timing metadata dropped)::
+Refresh the saved outputs after editing a notebook (same clean, offline execution; timing metadata dropped); this
+also writes the picture of each notebook shown in the README (the PNG output of its cell tagged ``readme-image``) to
+``notebooks/images/<name>.png``::
 
     python tests/test_notebooks.py                    # all three
     python tests/test_notebooks.py qwen_ocr_tasks     # one
@@ -13,6 +16,7 @@ Refresh the saved outputs after editing a notebook (same clean, offline executio
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import sys
@@ -25,12 +29,16 @@ import pytest
 
 from aisearch_ingest.cache import CACHE_ENV
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+IMAGE_DIR = NOTEBOOK_DIR / "images"
+README_TAG = "readme-image"
+WIDGET = "application/vnd.jupyter.widget-view+json"
 NOTEBOOKS = ("langchain_retrieval", "llamaindex_retrieval", "qwen_ocr_tasks")
 RETRIEVAL = ("langchain_retrieval", "llamaindex_retrieval")
 KERNEL = "python3"
 CELL_TIMEOUT = 300  # seconds per cell; the slowest cell (first OCR call, model load) takes well under a minute
-MAX_SAVED_BYTES = 400_000  # saved outputs stay small: downscaled PNGs, no progress bars
+MAX_SAVED_BYTES = 400_000  # saved outputs stay small: downscaled 64-colour PNGs
 TASKS = (
     "text_recognition",
     "multi_lan",
@@ -92,6 +100,16 @@ def text_of(nb: nbformat.NotebookNode) -> str:
     return "\n".join(parts)
 
 
+def readme_image(nb: nbformat.NotebookNode) -> bytes:
+    """The first PNG output of the cell tagged ``readme-image`` (``b""`` if there is none)."""
+    for cell in nb.cells:
+        if README_TAG in cell.metadata.get("tags", []):
+            for out in cell.get("outputs", []):
+                if "image/png" in out.get("data", {}):
+                    return base64.b64decode(out.data["image/png"])
+    return b""
+
+
 def check_outputs(name: str, nb: nbformat.NotebookNode) -> None:
     """What a good run of each notebook shows (on top of the notebook's own asserts)."""
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -99,13 +117,16 @@ def check_outputs(name: str, nb: nbformat.NotebookNode) -> None:
     assert not [o for c in code for o in c.outputs if o.output_type == "error"]
     text = text_of(nb)
     assert "local emulator" in text, "ran against a real service"
+    assert "IProgress not found" not in text, "progress bars fell back to text: ipywidgets is missing"
+    kinds = {kind for c in code for o in c.outputs for kind in o.get("data", {})}
+    assert readme_image(nb), f"no PNG output in the cell tagged {README_TAG!r}"
     if name in RETRIEVAL:
+        assert {"image/png", "text/html", "text/markdown", WIDGET} <= kinds  # pictures, tables, progress bars
         found = ANSWERED.search(text)
         assert found is not None, "the summary line is missing"
         answered, asked = int(found.group(1)), int(found.group(2))
         assert answered == asked >= 3
     else:
-        kinds = {kind for c in code for o in c.outputs for kind in o.get("data", {})}
         assert {"image/png", "text/html", "text/markdown"} <= kinds
         for task in TASKS:
             assert f"<td>{task}</td>" in text, f"{task} missing from the usage table"
@@ -135,6 +156,16 @@ def test_saved_notebook_carries_its_outputs(name: str) -> None:
         assert "execution" not in cell.metadata, "timing metadata saved"
 
 
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_readme_shows_the_picture_of_each_notebook(name: str) -> None:
+    nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    picture = IMAGE_DIR / f"{name}.png"
+    assert picture.read_bytes() == readme_image(nb), "stale picture: refresh with python tests/test_notebooks.py"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Notebooks", 1)[1].split("\n## ", 1)[0]
+    assert f"(notebooks/images/{name}.png)" in section
+
+
 def coalesce_streams(outputs: list[nbformat.NotebookNode]) -> list[nbformat.NotebookNode]:
     """Merge consecutive stdout (or stderr) outputs, so how the kernel flushed does not change the saved file."""
     merged: list[nbformat.NotebookNode] = []
@@ -160,6 +191,8 @@ def save(name: str) -> float:
             cell.outputs = coalesce_streams(cell.outputs)
     nbformat.validate(nb)
     nbformat.write(nb, NOTEBOOK_DIR / f"{name}.ipynb")
+    IMAGE_DIR.mkdir(exist_ok=True)
+    (IMAGE_DIR / f"{name}.png").write_bytes(readme_image(nb))
     return seconds
 
 

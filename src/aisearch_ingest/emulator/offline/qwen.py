@@ -241,9 +241,27 @@ _MATH_SYMBOLS = {
 }  # fmt: skip
 
 
+_SUPERSCRIPTS = dict(zip("⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁼⁽⁾ⁿⁱ", "0123456789+-=()ni", strict=True))
+_SUBSCRIPTS = dict(zip("₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎", "0123456789+-=()", strict=True))
+
+
+def _scripts_to_latex(text: str) -> str:
+    """OCR reads a raised exponent as a Unicode superscript (``mc²``): runs become ``^{...}`` (``_{...}`` below)."""
+    for table, mark in ((_SUPERSCRIPTS, "^"), (_SUBSCRIPTS, "_")):
+        runs = re.findall(f"[{''.join(table)}]+", text)
+        for run in sorted(set(runs), key=len, reverse=True):
+            text = text.replace(run, mark + "{" + "".join(table[c] for c in run) + "}")
+    return text
+
+
 def _to_latex_math(text: str) -> str:
-    """Best-effort LaTeX for a recognised formula line (``E = mc^2`` -> ``E = mc^{2}``)."""
-    out = text
+    r"""Best-effort LaTeX for a recognised formula line (``E = mc^2`` or ``E = mc²`` -> ``E = mc^{2}``).
+
+    Example:
+        >>> print(_to_latex_math("a²+ b² = c²"), "|", _to_latex_math("x_1 <= y"))
+        a^{2} + b^{2} = c^{2} | x_{1} \leq y
+    """
+    out = _scripts_to_latex(text)
     for src, dst in (("<=", r"\leq "), (">=", r"\geq "), ("!=", r"\neq "), ("->", r"\rightarrow ")):
         out = out.replace(src, dst)
     out = "".join(
@@ -253,6 +271,7 @@ def _to_latex_math(text: str) -> str:
     out = re.sub(r"([\^_])\s*\(([^()]*)\)", r"\1{\2}", out)
     out = re.sub(r"([\^_])\s*([A-Za-z0-9]+|\\[A-Za-z]+)", r"\1{\2}", out)
     out = out.replace("%", r"\%").replace("#", r"\#").replace("&", r"\&")
+    out = re.sub(r"(?<=[^\s{^_])\s*([=+])\s*(?=[^\s}])", r" \1 ", out)  # OCR drops spaces around = and +
     return re.sub(r"[ \t]+", " ", out).strip()
 
 
