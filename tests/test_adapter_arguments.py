@@ -79,7 +79,8 @@ def test_loaders_and_parsers_accept_every_client_argument(
 def test_unknown_keywords_are_errors_naming_the_nearest(
     client_class: type[ParserEngine], loader: Any, parser: Any, reader: Any, where: dict[str, str]
 ) -> None:
-    names = [*client_parameters(client_class), "chunk_max_tokens", "include_headings", "mode", "on_error"]
+    names = [*client_parameters(client_class), "chunk_max_tokens", "include_headings", "html_to_markdown", "mode"]
+    names.append("on_error")
     valid = {*names, *reader.model_fields}
     for name in names:
         bad = _misspelt(name, valid)

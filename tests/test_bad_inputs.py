@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from aisearch_ingest import DocumentAnalyzer
+from aisearch_ingest.cache import CACHE_ENV
 from aisearch_ingest.emulator import Emulator, Faults
 from aisearch_ingest.errors import AISearchIngestError, InvalidInputError, TaskFailedError
 from aisearch_ingest.sources import load_source, safe_name
@@ -42,7 +43,7 @@ def _cli() -> list[str]:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISEARCH_", "DASHSCOPE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISEARCH_", "DASHSCOPE_")) or k == CACHE_ENV}
     env["PYTHONIOENCODING"] = "utf-8"  # strict on purpose: an unescaped name would crash the run
     env.update(extra)
     return env

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from aisearch_ingest.cache import CACHE_ENV
 from aisearch_ingest.cli import main
 
 DATA = Path(__file__).resolve().parents[1] / "notebooks" / "data"
@@ -18,7 +19,7 @@ pytest.importorskip("rapidocr", reason="offline parsing needs the `local` extra"
 
 
 def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISEARCH_", "DASHSCOPE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISEARCH_", "DASHSCOPE_")) or k == CACHE_ENV}
     env["PYTHONIOENCODING"] = "utf-8"
     return env
 
@@ -68,16 +69,22 @@ def test_ids_are_stable_across_runs(quickstart: tuple[subprocess.CompletedProces
     _, first = quickstart
     subset = tmp_path / "data"
     subset.mkdir()
-    shutil.copy(DATA / "annual_report.pdf", subset / "renamed.pdf")  # same bytes, another path
+    shutil.copy(DATA / "annual_report.pdf", subset / "annual_report.pdf")
     out = tmp_path / "again.jsonl"
-    assert main(["ingest", str(subset), "--offline", "--out", str(out), "--no-progress"]) == 0
+    # the same source (the path as given, here relative to the same working directory) on a second run
+    lines = first.read_text(encoding="utf-8").splitlines()
+    given = next(json.loads(line)["metadata"]["source"] for line in lines if "annual_report.pdf" in line)
+    assert main(["ingest", given, "--offline", "--out", str(out), "--no-progress"]) == 0
     again = {json.loads(line)["id"] for line in out.read_text(encoding="utf-8").splitlines()}
     before = {
-        json.loads(line)["id"]
-        for line in first.read_text(encoding="utf-8").splitlines()
-        if json.loads(line)["metadata"]["source"].endswith("annual_report.pdf")
+        json.loads(line)["id"] for line in lines if json.loads(line)["metadata"]["source"].endswith("annual_report.pdf")
     }
     assert again == before
+    # the same bytes at another path are another source: other ids
+    renamed = tmp_path / "out-renamed.jsonl"
+    assert main(["ingest", str(subset), "--offline", "--out", str(renamed), "--no-progress"]) == 0
+    elsewhere = {json.loads(line)["id"] for line in renamed.read_text(encoding="utf-8").splitlines()}
+    assert not elsewhere & before
 
 
 def test_a_corrupt_file_is_reported_and_the_rest_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import uuid
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from aisearch_ingest.documents import (
     document_id,
     records_from_result,
     result_metadata,
+    source_identity,
     split_record,
     stable_key,
 )
@@ -110,28 +112,52 @@ def test_metadata_is_always_flat_scalars(usage: dict[str, object], request_id: s
             assert all(isinstance(v, SCALARS) for v in record.metadata.values()), record.metadata
 
 
-def test_ids_are_uuids_and_stable_across_paths_and_calls() -> None:
+def test_ids_are_uuids_and_stable_across_calls_and_edits_of_the_same_source() -> None:
     first = records_from_result(pdf_result(), mode="page")
-    again = records_from_result(
-        pdf_result(source="/elsewhere/copy.pdf", file_name="copy.pdf", request_id="REQ-2", task_id="task-2"),
-        mode="page",
-    )
-    assert [r.id for r in first] == [r.id for r in again]
+    again = records_from_result(pdf_result(request_id="REQ-2", task_id="task-2"), mode="page")
+    edited = records_from_result(pdf_result(source_sha256="ef" * 32), mode="page")
+    # the identity is the source: a re-run and an edit of the same file give the same ids (a store replaces them)
+    assert [r.id for r in first] == [r.id for r in again] == [r.id for r in edited]
     assert len({r.id for r in first}) == 2
     for record in first:
         assert str(uuid.UUID(record.id)) == record.id
 
 
+def test_another_path_is_another_document() -> None:
+    here = records_from_result(pdf_result(), mode="document")
+    there = records_from_result(pdf_result(source="/elsewhere/copy.pdf", file_name="copy.pdf"), mode="document")
+    assert here[0].id != there[0].id
+
+
+def test_bytes_without_a_name_are_known_by_their_content() -> None:
+    one = pdf_result(source="upload.pdf", file_name="upload.pdf")
+    assert source_identity(one) == f"sha256:{one.source_sha256}"
+    other = pdf_result(source="upload.pdf", file_name="upload.pdf", source_sha256="ef" * 32)
+    assert document_id(one, mode="document", position=0) != document_id(other, mode="document", position=0)
+    data_uri = pdf_result(source="data:application/pdf;base64,…(2 KB)", file_name="upload.pdf")
+    assert source_identity(data_uri).startswith("sha256:")
+
+
+def test_chunk_ids_change_with_the_content_and_stay_with_position() -> None:
+    chunking = pytest.importorskip("aisearch_ingest.chunking")
+    chunker = chunking.StructuredChunker(max_tokens=64)
+    before = records_from_result(pdf_result(), mode="chunk", chunker=chunker)
+    again = records_from_result(pdf_result(request_id="REQ-2"), mode="chunk", chunker=chunker)
+    edited = records_from_result(pdf_result(source_sha256="ef" * 32), mode="chunk", chunker=chunker)
+    assert [r.id for r in before] == [r.id for r in again]
+    assert not {r.id for r in before} & {r.id for r in edited}
+
+
 @pytest.mark.parametrize(
     "change",
     [
-        {"source_sha256": "ef" * 32},
+        {"source": "other.pdf"},
         {"service_id": "ops-document-analyze-002"},
         {"service": "qwen-ocr"},
         {"ocr_task": "table_parsing"},
     ],
 )
-def test_ids_change_with_bytes_service_and_task(change: dict[str, object]) -> None:
+def test_ids_change_with_source_service_and_task(change: dict[str, object]) -> None:
     base = document_id(pdf_result(), mode="document", position=0)
     assert document_id(pdf_result(**change), mode="document", position=0) != base
 
@@ -213,17 +239,23 @@ def test_chunk_ids_are_chunk_id_of_the_document_mode_id() -> None:
     options = {"image_storage": "url"}
     [document] = records_from_result(pdf_result(), mode="document", options=options)
     chunks = records_from_result(pdf_result(), mode="chunk", chunker=_TwoChunks(), options=options)
-    assert [r.id for r in chunks] == [chunk_id(document.id, "two-chunks", "markdown", i) for i in (0, 1)]
+    sha = pdf_result().source_sha256
+    assert [r.id for r in chunks] == [chunk_id(document.id, "two-chunks", "markdown", i, content=sha) for i in (0, 1)]
     # another service option, another parent, other chunk ids
     assert records_from_result(pdf_result(), mode="chunk", chunker=_TwoChunks())[0].id != chunks[0].id
 
 
 def test_chunk_id_depends_on_every_part() -> None:
-    base = chunk_id("p", "s", "markdown", 0)
+    base = chunk_id("p", "s", "markdown", 0, content="c")
     assert str(uuid.UUID(base)) == base
-    others = [chunk_id("q", "s", "markdown", 0), chunk_id("p", "t", "markdown", 0), chunk_id("p", "s", "html", 0)]
-    assert base not in others and len(set(others)) == 3
-    assert chunk_id("p", "s", "markdown", 1) != base
+    others = [
+        chunk_id("q", "s", "markdown", 0, content="c"),
+        chunk_id("p", "t", "markdown", 0, content="c"),
+        chunk_id("p", "s", "html", 0, content="c"),
+        chunk_id("p", "s", "markdown", 0, content="d"),
+    ]
+    assert base not in others and len(set(others)) == 4
+    assert chunk_id("p", "s", "markdown", 1, content="c") != base
     with pytest.raises(ValueError, match="chunk_id"):
         document_id(pdf_result(), mode="chunk", position=0)  # type: ignore[arg-type]
 
@@ -270,7 +302,8 @@ def test_split_record_of_a_page_keeps_its_page_and_reads_its_content_type() -> N
     chunker = chunking.StructuredChunker()
     [page] = split_record(Record("p1", "<h1>T</h1><p>x</p>", {"page": 4, "content_type": "html"}), chunker)
     assert page.text == "# T\n\nx" and (page.metadata["page"], page.metadata["page_start"]) == (4, 4)
-    assert page.id == chunk_id("p1", chunker.settings_key(), "html", 0)
+    text_sha = hashlib.sha256(b"<h1>T</h1><p>x</p>").hexdigest()  # no source_sha256: the parent's text is the content
+    assert page.id == chunk_id("p1", chunker.settings_key(), "html", 0, content=text_sha)
     [plain] = split_record(Record("p2", "<h1>T</h1>", {}), chunker, content_type="plain")
     assert plain.text == "<h1>T</h1>" and "page_start" not in plain.metadata
 
@@ -291,13 +324,18 @@ def test_mode_errors() -> None:
         records_from_result(pdf_result(), mode="sentence")  # type: ignore[arg-type]
 
 
-def test_caller_metadata_is_kept_but_does_not_change_the_schema_keys() -> None:
+def test_caller_metadata_is_never_overwritten_ours_is_renamed_on_a_clash() -> None:
     extra = {"tenant": "acme", "file_path": "/data/annual.pdf", "file_type": "application/pdf", "page": 99}
     records = records_from_result(pdf_result(), mode="page", extra_metadata=extra)
-    assert [r.metadata["page"] for r in records] == [1, 2]
+    assert [r.metadata["aisearch_page"] for r in records] == [1, 2]
     for record in records:
         assert record.metadata["tenant"] == "acme" and record.metadata["file_path"] == "/data/annual.pdf"
-        assert record.metadata["file_type"] == "pdf"
+        assert (record.metadata["file_type"], record.metadata["aisearch_file_type"]) == ("application/pdf", "pdf")
+        assert record.metadata["page"] == 99
+        # a renamed bookkeeping key stays hidden from embedding and LLM text like its original
+        assert "aisearch_file_type" in bookkeeping_keys(record.metadata)
+    same = records_from_result(pdf_result(), extra_metadata={"source": pdf_result().source})
+    assert "aisearch_source" not in same[0].metadata  # the same value is no clash
 
 
 def test_stable_key_ignores_per_call_ids_only() -> None:

@@ -126,9 +126,11 @@ def test_loader_takes_paths_lists_directories_globs_urls_and_bytes(
     assert set(by_type) == {"md", "docx", "pdf"}
     assert by_type["md"].metadata["source"] == url
     assert "AquaSense" in by_type["docx"].page_content
-    # the same bytes give the same id whatever the path or the input kind (a URL is hashed as the URL)
+    # a document's id is its source's identity: the path as given (bytes with no name: their content)
     [from_path] = DocumentAnalyzeLoader(mixed / "product_faq.docx", client=doc_client).load()
-    assert by_type["docx"].id == from_path.id
+    [again] = DocumentAnalyzeLoader(mixed / "product_faq.docx", client=doc_client).load()
+    [same_bytes] = DocumentAnalyzeLoader(data, client=doc_client).load()
+    assert from_path.id == again.id and by_type["docx"].id == same_bytes.id != from_path.id
     assert by_type["md"].id != one[0].id
     _flat(several)
 

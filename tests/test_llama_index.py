@@ -95,7 +95,12 @@ def test_simple_directory_reader_with_our_readers_as_file_extractors(
     pdf_page = next(d for d in docs if d.metadata.get("page") == 2)
     assert pdf_page.metadata["file_path"].endswith("annual_report.pdf")  # SimpleDirectoryReader's own metadata
     assert pdf_page.metadata["service"] == "document-analyze"
-    assert pdf_page.metadata["file_type"] == "pdf"  # not SimpleDirectoryReader's MIME type
+    # SimpleDirectoryReader's MIME type stays; ours is under its own name
+    assert (pdf_page.metadata["file_type"], pdf_page.metadata["aisearch_file_type"]) == ("application/pdf", "pdf")
+    for mode in (MetadataMode.EMBED, MetadataMode.LLM):  # no path in the text a model reads
+        assert str(DATA) not in pdf_page.get_content(metadata_mode=mode) and "annual_report" not in (
+            pdf_page.get_content(metadata_mode=mode).split("\n\n")[0].replace("file_name: annual_report.pdf", "")
+        )
     assert "Financial Performance" in pdf_page.text
     _flat(docs)
     # deterministic ids, the same through SimpleDirectoryReader as directly
@@ -114,9 +119,10 @@ def test_bookkeeping_keys_stay_out_of_embedding_and_llm_text(qwen_client: QwenOC
     assert doc.metadata["usage_output_tokens"] > 0 and doc.metadata["request_id"]
     for mode in (MetadataMode.EMBED, MetadataMode.LLM):
         text = doc.get_content(metadata_mode=mode)
-        assert "tenant: acme" in text and "file_name: formula.png" in text
-        for hidden in ("usage_", "request_id", "source_sha256", "service_id", "page_num"):
-            assert hidden not in text, (mode, hidden)
+        assert "tenant: acme" in text
+        assert ("file_name: formula.png" in text) == (mode == MetadataMode.LLM)  # an LLM can cite the file name
+        for hidden in ("usage_", "request_id", "source_sha256", "service_id", "page_num", "source:", "formula.png\n"):
+            assert hidden not in text.replace("file_name: formula.png", ""), (mode, hidden)
 
 
 def test_lists_urls_bytes_and_modes(emu: Emulator, doc_client: DocumentAnalyzer) -> None:

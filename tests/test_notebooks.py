@@ -27,6 +27,8 @@ import nbclient
 import nbformat
 import pytest
 
+from aisearch_ingest.cache import CACHE_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 IMAGE_DIR = NOTEBOOK_DIR / "images"
@@ -51,7 +53,7 @@ ANSWERED = re.compile(r"(\d+) of (\d+) questions answered from the right file an
 
 def offline_env() -> dict[str, str]:
     """The environment of the kernel: ours without any service key, endpoint or base URL."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISEARCH_", "DASHSCOPE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISEARCH_", "DASHSCOPE_")) or k == CACHE_ENV}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
     return env
 

@@ -54,22 +54,31 @@ def _nodes(nodes: list[BaseNode]) -> list[Chunk]:
 
 
 def _routes(
-    client: DocumentAnalyzer, emu: Emulator, path: str, max_tokens: int, headings: bool, tmp: Path, mp: Any
+    client: DocumentAnalyzer,
+    emu: Emulator,
+    path: str,
+    max_tokens: int,
+    headings: bool,
+    tmp: Path,
+    mp: Any,
+    *,
+    keep_html: bool = False,
 ) -> dict[str, list[Chunk]]:
-    """Every route's chunks of ``path``."""
+    """Every route's chunks of ``path`` (with ``keep_html``: each route told to keep the service's HTML)."""
     routes: dict[str, list[Chunk]] = {}
-    chunk = {"chunk_max_tokens": max_tokens, "include_headings": headings}
+    chunk: dict[str, Any] = {"chunk_max_tokens": max_tokens, "include_headings": headings}
     split = {"max_tokens": max_tokens, "include_headings": headings}
+    html = {"html_to_markdown": False} if keep_html else {}
 
-    docs = DocumentAnalyzeLoader(path, mode="chunk", client=client, **chunk).load()  # type: ignore[arg-type]
+    docs = DocumentAnalyzeLoader(path, mode="chunk", client=client, **chunk, **html).load()
     routes["loader chunk"] = [(d.id or "", d.page_content, _stable(d.metadata)) for d in docs]
-    whole = DocumentAnalyzeLoader(path, client=client).load()
+    whole = DocumentAnalyzeLoader(path, client=client, **html).load()
     split_docs = StructuredTextSplitter(**split).split_documents(whole)  # type: ignore[arg-type]
     routes["loader document + splitter"] = [(d.id or "", d.page_content, _stable(d.metadata)) for d in split_docs]
 
-    read = DocumentAnalyzeReader(client=client, mode="chunk", **chunk).load_data(path)
+    read = DocumentAnalyzeReader(client=client, mode="chunk", **chunk, **html).load_data(path)
     routes["reader chunk"] = _nodes(list(read))
-    parents = DocumentAnalyzeReader(client=client).load_data(path)
+    parents = DocumentAnalyzeReader(client=client, **html).load_data(path)
     parser = StructuredNodeParser(**split)  # type: ignore[arg-type]
     routes["reader document + node parser"] = _nodes(parser.get_nodes_from_documents(parents))
     routes["reader document + pipeline"] = _nodes(IngestionPipeline(transformations=[parser]).run(documents=parents))
@@ -78,7 +87,8 @@ def _routes(
     mp.setenv("AISEARCH_API_KEY", EMULATOR_API_KEY)
     out = tmp / f"{Path(path).name}.{max_tokens}.jsonl"
     argv = ["ingest", path, "--out", str(out), "--mode", "chunk", "--max-tokens", str(max_tokens), "--no-progress"]
-    assert main([*argv, *(["--include-headings"] if headings else [])]) == 0
+    argv += ["--include-headings"] if headings else []
+    assert main([*argv, *(["--keep-html"] if keep_html else [])]) == 0
     lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     routes["cli --mode chunk"] = [(r["id"], r["text"], _stable(r["metadata"])) for r in lines]
     return routes
@@ -117,6 +127,22 @@ def test_every_route_gives_the_same_chunks_and_ids(
         assert all(m["page"] == m["page_start"] == m["page_end"] == 1 for _, _, m in reference)
 
 
+@pytest.mark.parametrize("keep_html", [False, True])
+def test_html_results_agree_through_every_route_as_markdown_or_as_html(
+    client: DocumentAnalyzer, emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep_html: bool
+) -> None:
+    """document-analyze's HTML (a DOCX) is chunked as markdown by every route, or as HTML by every route when each
+    is told to keep it: the ids agree either way, and differ between the two (other text, other content type)."""
+    path = str(DATA / "product_faq.docx")
+    routes = _routes(client, emu, path, 128, False, tmp_path, monkeypatch, keep_html=keep_html)
+    reference = routes["loader chunk"]
+    assert {m["content_type"] for _, _, m in reference} == {"html" if keep_html else "markdown"}
+    for route, chunks in routes.items():
+        assert chunks == reference, route
+    other = _routes(client, emu, path, 128, False, tmp_path, monkeypatch, keep_html=not keep_html)["loader chunk"]
+    assert not {i for i, _, _ in reference} & {i for i, _, _ in other}
+
+
 def test_page_mode_documents_split_are_other_chunks(client: DocumentAnalyzer) -> None:
     """Split per page, a multi-page file's chunks differ from ``mode="chunk"``'s (as documented), ids included."""
     path = DATA / "annual_report.pdf"
@@ -134,10 +160,12 @@ def test_both_frameworks_hide_the_same_keys(client: DocumentAnalyzer) -> None:
     parsed = StructuredNodeParser().get_nodes_from_documents(DocumentAnalyzeReader(client=client).load_data(path))
     expected = set(bookkeeping_keys(langchain[0].metadata))
     assert {"chunk_index", "page_start", "usage_token_count", "request_id", "service_id"} <= expected
-    assert not expected & {"source", "file_name", "headings", "page"}  # what an embedding or an LLM can use
+    assert not expected & {"source", "file_name", "headings", "page"}  # LangChain embeds page_content alone
     for node in [*read, *parsed]:
-        assert set(node.excluded_embed_metadata_keys) == expected - _page_span_if_absent(node.metadata)
-        assert set(node.excluded_llm_metadata_keys) == set(node.excluded_embed_metadata_keys)
+        # paths never reach an LLM, nor the file name an embedding model; page and headings do
+        llm = expected | {"source"}
+        assert set(node.excluded_llm_metadata_keys) == llm - _page_span_if_absent(node.metadata)
+        assert set(node.excluded_embed_metadata_keys) == (llm | {"file_name"}) - _page_span_if_absent(node.metadata)
 
 
 def _page_span_if_absent(metadata: dict[str, Any]) -> set[str]:

@@ -27,7 +27,7 @@ import pytest
 
 import aisearch_ingest
 from aisearch_ingest import DocumentAnalyzer, ImageAnalyzer
-from aisearch_ingest.cache import ResultCache
+from aisearch_ingest.cache import CACHE_ENV, ResultCache
 from aisearch_ingest.config import resolve_aisearch, resolve_dashscope
 from aisearch_ingest.errors import (
     AISearchIngestError,
@@ -463,7 +463,7 @@ def test_cli_output_holds_neither_the_key_nor_a_url_query(emu: Emulator, pdf: by
     gone = emu.url + "/_emulator/files/gone.pdf" + QUERY
     odd = "https://files.example.com/data/table.xyz" + QUERY  # refused before anything is sent
     out = tmp_path / "out" / "chunks.jsonl"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISEARCH_", "DASHSCOPE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISEARCH_", "DASHSCOPE_")) or k == CACHE_ENV}
     env.update(
         AISEARCH_API_KEY=KEY,
         AISEARCH_ENDPOINT=emu.url,

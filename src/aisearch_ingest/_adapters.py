@@ -9,27 +9,34 @@ import dataclasses
 import difflib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
+import queue
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import PurePath
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
+
+import anyio
 
 from .documents import MODES, Chunker, Mode, Record, records_from_result
 from .engine import ParserEngine
 from .errors import AISearchIngestError
+from .markup import markdown_result
 from .results import Outcome
 from .sources import Source, SourceLike, expand_inputs, load_source, redact_url
 
 __all__ = [
     "Batch",
     "Failure",
+    "Group",
     "OnError",
     "Shaper",
+    "aiter_groups",
     "aiter_records",
     "check_choices",
     "check_names",
     "client_parameters",
     "expand",
+    "iter_groups",
     "iter_records",
     "name_of",
     "output_options",
@@ -119,7 +126,13 @@ def output_options(client: ParserEngine) -> dict[str, Any]:
 
 
 class Shaper:
-    """Turns results into records for one adapter configuration (mode, chunking, id options).
+    """Turns results into records for one adapter configuration (mode, chunking, id options, HTML or markdown).
+
+    With ``html_to_markdown`` (the default) an HTML result (document-analyze's answer for DOC/DOCX/PPT/PPTX/HTML/TXT,
+    Qwen-OCR's ``table_parsing``) becomes markdown first (:func:`~aisearch_ingest.markup.markdown_result`), in every
+    mode: documents and pages are readable text with ``content_type="markdown"``, and chunk mode chunks that
+    markdown, so ``mode="chunk"`` and ``mode="document"`` + a splitter still agree. ``html_to_markdown=False`` keeps
+    the service's HTML (chunked by the HTML chunker).
 
     In ``mode="chunk"`` the chunker is ``StructuredChunker(max_tokens=max_tokens, include_headings=...)`` with its
     other settings at their defaults -- the defaults of ``StructuredTextSplitter`` and ``StructuredNodeParser`` too,
@@ -128,9 +141,16 @@ class Shaper:
     """
 
     def __init__(
-        self, client: ParserEngine, *, mode: Mode, max_tokens: int = 512, include_headings: bool = False
+        self,
+        client: ParserEngine,
+        *,
+        mode: Mode,
+        max_tokens: int = 512,
+        include_headings: bool = False,
+        html_to_markdown: bool = True,
     ) -> None:
         self.mode = mode
+        self.html_to_markdown = html_to_markdown
         self.options = output_options(client)
         self.chunker: Chunker | None = None
         if mode == "chunk":
@@ -140,8 +160,9 @@ class Shaper:
 
     def records(self, outcome: Outcome, extra: Mapping[str, Any] | None = None) -> list[Record]:
         assert outcome.result is not None
+        result = markdown_result(outcome.result) if self.html_to_markdown else outcome.result
         return records_from_result(
-            outcome.result, mode=self.mode, options=self.options, chunker=self.chunker, extra_metadata=extra
+            result, mode=self.mode, options=self.options, chunker=self.chunker, extra_metadata=extra
         )
 
 
@@ -153,7 +174,7 @@ class Batch:
 
     def __init__(
         self,
-        shaper: Shaper,
+        shaper: Shaper | None,
         *,
         on_error: OnError,
         failures: list[Failure],
@@ -175,8 +196,9 @@ class Batch:
 
             self._bar = tqdm(total=total, desc=desc or None, unit="file")
 
-    def records(self, outcome: Outcome) -> list[Record]:
-        """The records of a finished source; ``[]`` for a failure (recorded, and logged when skipping)."""
+    def records(self, outcome: Outcome, shaper: Shaper | None = None) -> list[Record]:
+        """The records of a finished source (through ``shaper``, else the batch's); ``[]`` for a failure (recorded,
+        and logged when skipping)."""
         if self._bar is not None:
             self._bar.update(1)
         if outcome.possibly_billed_twice:
@@ -191,7 +213,9 @@ class Batch:
                     message = f"{outcome.source}: {message}"
                 logger.warning("skipped %s", message)
             return []
-        return self.shaper.records(outcome, self.extra)
+        shaper = shaper or self.shaper
+        assert shaper is not None, "a batch of several services shapes each outcome with its group's shaper"
+        return shaper.records(outcome, self.extra)
 
     def raise_first(self) -> None:
         """With ``on_error="raise"``, raise the first failure (after every source of the batch has settled)."""
@@ -248,6 +272,84 @@ async def aiter_records(
                 aclose = getattr(outcomes, "aclose", None)
                 if aclose is not None:
                     await aclose()
+    batch.raise_first()
+
+
+class Group(NamedTuple):
+    """One service's share of a mixed batch: its client, its inputs and the shaper of its records."""
+
+    client: ParserEngine
+    items: list[Any]
+    shaper: Shaper
+
+
+def iter_groups(groups: Sequence[Group], batch: Batch, *, done: Iterable[Outcome] = ()) -> Iterator[Record]:
+    """:func:`iter_records` over several clients at once: every group runs on its client's own loop, all at the same
+    time, and records come as sources finish, whichever the service. ``batch`` (one for the call: ``on_error``,
+    ``failures``, the progress bar) shapes each outcome with its group's shaper; then ``raise_first``.
+
+    With ``on_error="raise"`` each group stops starting sources after its own first failure, as a single-service
+    loader does; closing the iterator early cancels the work in flight in every group.
+    """
+    with batch:
+        for outcome in done:
+            yield from batch.records(outcome)
+        live = [group for group in groups if group.items]
+        out: queue.Queue[tuple[int, Outcome | BaseException | None]] = queue.Queue()
+        futures = []
+        try:
+            for index, group in enumerate(live):
+
+                def put(item: Outcome | BaseException | None, index: int = index) -> None:
+                    out.put((index, item))
+
+                futures.append(group.client.submit_many(group.items, put, stop_on_error=batch.on_error == "raise"))
+            running = len(live)
+            while running:
+                index, item = out.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield from batch.records(item, live[index].shaper)
+        finally:  # stopping early cancels the work still in flight
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+    batch.raise_first()
+
+
+async def aiter_groups(groups: Sequence[Group], batch: Batch, *, done: Iterable[Outcome] = ()) -> AsyncIterator[Record]:
+    """The native-async :func:`iter_groups`: every group's sources run concurrently on the caller's event loop."""
+    with batch:
+        for outcome in done:
+            for record in batch.records(outcome):
+                yield record
+        live = [group for group in groups if group.items]
+        if live:
+            send, receive = anyio.create_memory_object_stream[tuple[int, Outcome]](max_buffer_size=1)
+
+            async def pump(index: int, group: Group, send: Any) -> None:
+                outcomes = group.client.aparse_many(group.items, stop_on_error=batch.on_error == "raise")
+                async with send:
+                    try:
+                        async for outcome in outcomes:
+                            await send.send((index, outcome))
+                    finally:
+                        await outcomes.aclose()  # type: ignore[attr-defined]
+
+            async with anyio.create_task_group() as tg:
+                try:
+                    for index, group in enumerate(live):
+                        tg.start_soon(pump, index, group, send.clone())
+                    send.close()
+                    async with receive:
+                        async for index, outcome in receive:
+                            for record in batch.records(outcome, live[index].shaper):
+                                yield record
+                finally:  # stopping early (or an error) cancels the work still in flight
+                    tg.cancel_scope.cancel()
     batch.raise_first()
 
 

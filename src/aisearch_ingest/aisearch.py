@@ -13,13 +13,12 @@ forgotten and the input submitted afresh.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import anyio
 
-from .cache import ResultCache
+from .cache import CacheLike
 from .config import AISearchSettings, SecretStr, as_secret, resolve_aisearch
 from .engine import Engine, ParserEngine, SourceContext
 from .errors import TaskFailedError
@@ -71,7 +70,7 @@ class _AISearchService(ParserEngine):
         rate_limiter: RateLimiter | None = None,
         http_client_factory: HttpClientFactory | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-        cache: ResultCache | str | os.PathLike[str] | None = None,
+        cache: CacheLike = None,
     ) -> None:
         api_key = as_secret(api_key)  # first: no frame of ours keeps the raw key as a local if anything raises
         if route not in ("auto", "async", "sync"):
@@ -228,7 +227,8 @@ class DocumentAnalyzer(_AISearchService):
         max_retries: retries per HTTP call for 429/5xx/connection errors.
         timeout: overall deadline per task in seconds.
         request_timeout: timeout of one HTTP exchange.
-        cache: a :class:`~aisearch_ingest.cache.ResultCache` or its path: results of the same bytes with the same
+        cache: a :class:`~aisearch_ingest.cache.ResultCache`, its path, or True (the default file,
+            :func:`~aisearch_ingest.cache.default_cache_path`): results of the same bytes with the same
             options come from it with no call, and tasks in flight are recorded so a later run resumes them.
 
     Example:

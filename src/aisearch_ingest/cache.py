@@ -20,6 +20,11 @@ The store is one SQLite file in WAL mode: several threads (one connection per :c
 lock) and several processes (SQLite's own locking, with a busy timeout) may share it; every write is one short
 transaction. Delete the file to clear the cache.
 
+``cache=True`` (on a client, a LangChain loader or parser, a LlamaIndex reader) opens the default file,
+:func:`default_cache_path`: ``$AISEARCH_INGEST_CACHE`` when set, else ``results.sqlite`` in the user's cache directory
+(``~/.cache/aisearch-ingest`` on Linux, ``~/Library/Caches/aisearch-ingest`` on macOS,
+``%LOCALAPPDATA%\\aisearch-ingest\\Cache`` on Windows). The command line caches there unless told ``--no-cache``.
+
 Example:
     >>> from aisearch_ingest import DocumentAnalyzer
     >>> from aisearch_ingest.emulator import Emulator
@@ -50,11 +55,15 @@ from .results import ParseResult
 from .sources import Source
 
 __all__ = [
+    "CACHE_ENV",
+    "CACHE_FILE_NAME",
     "CACHE_KEY_VERSION",
+    "CacheLike",
     "CacheStats",
     "InFlightTask",
     "ResultCache",
     "cache_key",
+    "default_cache_path",
     "endpoint_host",
     "open_cache",
 ]
@@ -63,6 +72,11 @@ logger = logging.getLogger("aisearch_ingest.cache")
 
 #: Part of every key: bump it when the key's contents change meaning, so old entries are never misread.
 CACHE_KEY_VERSION = 1
+
+#: The environment variable naming the default cache file (or a directory to keep ``results.sqlite`` in).
+CACHE_ENV = "AISEARCH_INGEST_CACHE"
+#: The default cache file's name in the user's cache directory.
+CACHE_FILE_NAME = "results.sqlite"
 
 _SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -78,6 +92,31 @@ CREATE TABLE IF NOT EXISTS tasks (
     created_at REAL NOT NULL
 );
 """
+
+
+def default_cache_path() -> Path:
+    """The cache file ``cache=True`` and the command line use.
+
+    ``$AISEARCH_INGEST_CACHE`` when set (``~`` expanded; an existing directory means ``results.sqlite`` in it), else
+    ``results.sqlite`` in the user's cache directory (``platformdirs.user_cache_path("aisearch-ingest")``). Nothing
+    is created here: the file and its directory are made when the cache is opened.
+
+    Example:
+        >>> import os
+        >>> os.environ["AISEARCH_INGEST_CACHE"] = "/tmp/project-cache.sqlite"
+        >>> str(default_cache_path())
+        '/tmp/project-cache.sqlite'
+        >>> del os.environ["AISEARCH_INGEST_CACHE"]
+        >>> default_cache_path().name
+        'results.sqlite'
+    """
+    configured = os.environ.get(CACHE_ENV, "").strip()
+    if configured:
+        path = Path(configured).expanduser()
+        return path / CACHE_FILE_NAME if path.is_dir() else path
+    import platformdirs  # only when the default is asked for: `import aisearch_ingest` stays light
+
+    return platformdirs.user_cache_path("aisearch-ingest", appauthor=False) / CACHE_FILE_NAME
 
 
 def endpoint_host(url: str) -> str:
@@ -388,17 +427,34 @@ class ResultCache:
             conn.execute("COMMIT")
 
 
-def open_cache(cache: ResultCache | str | os.PathLike[str] | None) -> tuple[ResultCache | None, bool]:
+#: What ``cache=`` takes: a :class:`ResultCache`, a path, True (the :func:`default_cache_path`), or None/False (off).
+CacheLike = ResultCache | str | os.PathLike[str] | bool | None
+
+
+def open_cache(cache: CacheLike) -> tuple[ResultCache | None, bool]:
     """``cache=`` as the clients take it: ``(the cache, whether the caller owns it and must close it)``.
+
+    ``True`` opens :func:`default_cache_path`; ``None`` and ``False`` mean no cache.
 
     Raises:
         ConfigurationError: a path that cannot be opened as a cache.
-        TypeError: anything else than a :class:`ResultCache`, a path or None.
+        TypeError: anything else than a :class:`ResultCache`, a path, a bool or None.
+
+    Example:
+        >>> import os, tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     os.environ["AISEARCH_INGEST_CACHE"] = tmp
+        ...     cache, owned = open_cache(True)
+        ...     cache.path.name, owned, open_cache(False)
+        ...     cache.close(); del os.environ["AISEARCH_INGEST_CACHE"]
+        ('results.sqlite', True, (None, False))
     """
-    if cache is None:
+    if cache is None or cache is False:
         return None, False
+    if cache is True:
+        return ResultCache(default_cache_path()), True
     if isinstance(cache, ResultCache):
         return cache, False
     if isinstance(cache, (str, os.PathLike)):
         return ResultCache(cache), True
-    raise TypeError(f"cache must be a ResultCache, a path or None, not {type(cache).__name__}")
+    raise TypeError(f"cache must be a ResultCache, a path, True (the default file) or None, not {type(cache).__name__}")

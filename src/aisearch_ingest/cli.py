@@ -2,7 +2,8 @@
 and run the ``emulator``.
 
     aisearch-ingest ingest notebooks/data --offline --out chunks.jsonl
-    aisearch-ingest ingest notebooks/data --cache .aisearch-cache.sqlite --out chunks.jsonl   # resumable
+    aisearch-ingest ingest notebooks/data --out chunks.jsonl   # cached and resumable: a second run bills nothing
+    aisearch-ingest ingest notebooks/data --out chunks.jsonl --no-cache   # every file sent again
     aisearch-ingest estimate notebooks/data
     aisearch-ingest emulator --port 8765
 """
@@ -29,11 +30,12 @@ from typing import IO, Any
 import anyio
 
 from ._version import __version__
+from .cache import CACHE_ENV
 from .errors import AISearchIngestError, ConfigurationError, InvalidInputError
-from .limits import DOCUMENT_TYPES, IMAGE_TYPES
 from .protocol.qwen_models import REGION_NAMES, REGIONS
 from .protocol.qwen_tasks import TASKS
 from .results import Outcome
+from .routing import route, service_for
 from .sources import (
     SourceLike,
     expand_inputs,
@@ -62,8 +64,8 @@ exit codes:
   1    some files failed, the others were written (the failures are in OUT.failures.jsonl)
   2    usage or configuration error: a bad option, no files found, no credentials
   3    every file failed: nothing was parsed
-  130  interrupted by Ctrl-C (143: SIGTERM): the summary covers the files that finished; with --cache the
-       same command resumes the files in flight
+  130  interrupted by Ctrl-C (143: SIGTERM): the summary covers the files that finished; the same command
+       resumes the files in flight (unless --no-cache)
 """
 
 
@@ -89,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--mode", choices=("document", "page", "chunk"), default="chunk")
     ingest.add_argument("--max-tokens", type=int, default=512, help="chunk budget in tokens (mode chunk)")
     ingest.add_argument("--include-headings", action="store_true", help="prefix each chunk with its breadcrumb")
+    ingest.add_argument("--keep-html", action="store_true", help="keep the HTML document-analyze returns for "
+                        "DOC/DOCX/PPT/PPTX/HTML/TXT (default: turned into markdown, in every mode)")  # fmt: skip
     ingest.add_argument("--glob", default="**/*", help="files to take from directories (default: %(default)s)")
     ingest.add_argument("--offline", action="store_true", help="start the built-in emulator and use it (no key)")
     ingest.add_argument(
@@ -107,9 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--max-pages", type=_positive_int, default=None, metavar="N", help="page budget per "
                         "file: a PDF/TIFF of more pages is refused before anything is sent (document-analyze, "
                         "Qwen-OCR; default: no budget)")  # fmt: skip
-    ingest.add_argument("--cache", metavar="PATH", default=None, help="SQLite result cache: files parsed "
-                        "before with the same options cost no call; an interrupted run's tasks are resumed "
-                        "(default: off)")  # fmt: skip
+    caching = ingest.add_mutually_exclusive_group()
+    caching.add_argument("--cache", metavar="PATH", default=None, help="SQLite result cache: files parsed before "
+                         "with the same options cost no call; an interrupted run's tasks are resumed (default: "
+                         f"${CACHE_ENV}, else results.sqlite in the user's cache directory)")  # fmt: skip
+    caching.add_argument("--no-cache", action="store_true", help="no result cache: every file is sent (and "
+                         "billed) again")  # fmt: skip
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
     ingest.add_argument("-v", "--verbose", action="store_true", help="log retries and polls")
 
@@ -160,37 +167,34 @@ class _Summary:
     reported: int = 0  # files reported so far (ok or failed): the [n] of each line
     unfinished: int = 0  # files neither parsed nor failed when the run was interrupted
     possibly_billed_twice: dict[str, int] = field(default_factory=dict)  # source -> billed calls re-sent blind
+    cache: str | None = None  # the result cache file used, None with --no-cache
 
     def fail(self, name: str, error: AISearchIngestError | None) -> None:
         self.failed.append((name, str(error)))
         self.errors.append(error)
 
 
+#: The CLI's service groups for the services of :mod:`aisearch_ingest.routing` (``--service auto``).
+_AUTO_GROUPS = {"document-analyze": "document", "image-analyze": "image-vlm", "qwen-ocr": "qwen-ocr"}
+
+
 def _service_for(origin: str, file_type: str, choice: str) -> str:
     if choice != "auto":
         return choice
-    if file_type in IMAGE_TYPES:
-        return "image-vlm"
-    if file_type in DOCUMENT_TYPES:
-        return "document"
-    raise InvalidInputError(
-        f"{origin}: no service parses .{file_type or '?'} files "
-        f"(documents: {', '.join(sorted(DOCUMENT_TYPES))}; images: {', '.join(sorted(IMAGE_TYPES))})",
-        source=origin,
-        limit="file_type",
-        value=file_type,
-    )
+    return _AUTO_GROUPS[service_for(origin, file_type)]
 
 
 def _route(item: SourceLike, choice: str) -> tuple[str, SourceLike]:
-    """The service for one input. Local files are typed from their first bytes and stay on disk until their turn
-    comes (a large batch is never held in memory); other inputs are loaded."""
+    """The service group for one input (:func:`aisearch_ingest.routing.route`: local files are typed from their
+    first bytes and stay on disk until their turn comes, so a large batch is never held in memory)."""
+    if choice == "auto":
+        service, routed = route(item)
+        return _AUTO_GROUPS[service], routed
     text = local_path(item)
     if text is not None:
-        origin, file_type = probe_type(text)
-        return _service_for(origin, file_type, choice), item
-    source = load_source(item)
-    return _service_for(source.origin, source.file_type, choice), source
+        probe_type(text)  # an unreadable or untyped file fails here, as with auto
+        return choice, item
+    return choice, load_source(item)
 
 
 def _missing_keys_message(services: set[str]) -> str | None:
@@ -250,7 +254,7 @@ def _shown(text: str) -> str:
 
 class _Stop:
     """SIGINT (Ctrl-C) and SIGTERM during ``ingest``: the first one stops the run where it stands -- no new file is
-    started, the files in flight are abandoned (with ``--cache`` their tasks are recorded, so the next run resumes
+    started, the files in flight are abandoned (unless ``--no-cache``, their tasks are recorded, so the next run resumes
     them), the failures file and the summary are written -- and the command exits with 128 + the signal number
     (130 for Ctrl-C). A second one quits at once.
 
@@ -308,8 +312,8 @@ class _Stop:
 def _notice(signum: int | None) -> None:
     name = signal.Signals(signum).name if signum is not None else "signal"
     print(
-        f"\n{name}: stopping; the files in flight are abandoned (with --cache their tasks are resumed by the next "
-        "run); press Ctrl-C again to quit at once",
+        f"\n{name}: stopping; the files in flight are abandoned (unless --no-cache, their tasks are resumed by "
+        "the next run); press Ctrl-C again to quit at once",
         file=sys.stderr,
         flush=True,
     )
@@ -371,11 +375,8 @@ def _ingest_run(args: argparse.Namespace, stop: _Stop) -> int:
                 print(message, file=sys.stderr)
                 return EXIT_USAGE
         try:
-            cache = None
-            if args.cache:
-                from .cache import ResultCache
-
-                cache = stack.enter_context(ResultCache(args.cache))  # shared by the clients, closed last
+            cache = _open_cache(args, stack)
+            summary.cache = None if cache is None else str(cache.path)
             clients = {service: _make_client(service, args, endpoint, key, cache) for service in groups}
         except ConfigurationError as exc:
             print(f"aisearch-ingest: {exc}", file=sys.stderr)
@@ -383,7 +384,13 @@ def _ingest_run(args: argparse.Namespace, stop: _Stop) -> int:
         for client in clients.values():
             stack.callback(client.close)
         shapers = {
-            s: Shaper(c, mode=args.mode, max_tokens=args.max_tokens, include_headings=args.include_headings)
+            s: Shaper(
+                c,
+                mode=args.mode,
+                max_tokens=args.max_tokens,
+                include_headings=args.include_headings,
+                html_to_markdown=not args.keep_html,
+            )
             for s, c in clients.items()
         }
         bar = _progress(total, args.no_progress)
@@ -425,6 +432,27 @@ def _ingest_run(args: argparse.Namespace, stop: _Stop) -> int:
     if not summary.failed:
         return EXIT_OK
     return EXIT_SOME_FAILED if summary.parsed else EXIT_ALL_FAILED
+
+
+def _open_cache(args: argparse.Namespace, stack: ExitStack) -> Any:
+    """The run's result cache, shared by its clients and closed last: ``--cache PATH``, else the default file, or
+    None with ``--no-cache``. A ``--cache`` path that cannot be opened is a usage error (``ConfigurationError``); a
+    default location that cannot (a read-only home) is a warning, and the run goes on uncached."""
+    if args.no_cache:
+        return None
+    from .cache import ResultCache, default_cache_path
+
+    if args.cache:
+        return stack.enter_context(ResultCache(args.cache))
+    try:
+        return stack.enter_context(ResultCache(default_cache_path()))
+    except ConfigurationError as exc:
+        print(
+            f"aisearch-ingest: warning: {exc}; going on without a cache (set {CACHE_ENV} or pass --cache PATH)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return None
 
 
 def _write_failures(summary: _Summary, failures_path: Path) -> None:
@@ -508,6 +536,7 @@ def _print_summary(summary: _Summary, out_path: Path, failures_path: Path, wall:
         f"pages:             {summary.pages}",
         f"service calls:     {summary.calls}"
         + (f" ({summary.cached} file(s) answered from the cache)" if summary.cached else ""),
+        f"cache:             {_shown(summary.cache) if summary.cache else 'off'}",
     ]
     for service, usage in sorted(summary.usage.items()):
         fields = ", ".join(f"{k}={v:g}" for k, v in sorted(usage.items()))

@@ -31,11 +31,15 @@ DASHSCOPE_REGIONS = {
     "cn": "https://dashscope.aliyuncs.com",
 }
 
-_EMULATOR_HINT = (
-    "To try everything offline without a key, use the bundled emulator: "
-    "`aisearch-ingest ingest PATH --offline`, or in Python "
-    "`from aisearch_ingest.emulator import Emulator` and pass `endpoint=emu.url, api_key='test'`."
-)
+
+def _emulator_hint(url_argument: str) -> str:
+    """How to try a service offline; ``url_argument`` is the argument naming its URL (``endpoint`` for AI Search,
+    ``base_url`` for Qwen-OCR: the other one is a ``TypeError`` on a loader and a refused field on a reader)."""
+    return (
+        "To try everything offline without a key, use the bundled emulator: "
+        "`aisearch-ingest ingest PATH --offline`, or in Python "
+        f"`from aisearch_ingest.emulator import Emulator` and pass `{url_argument}=emu.url, api_key='test'`."
+    )
 
 
 class SecretStr:
@@ -183,7 +187,10 @@ def resolve_aisearch(
         )
     if missing:
         raise ConfigurationError(
-            "AI Search Open Platform is not configured: missing " + " and ".join(missing) + ". " + _EMULATOR_HINT
+            "AI Search Open Platform is not configured: missing "
+            + " and ".join(missing)
+            + ". "
+            + _emulator_hint("endpoint")
         )
     assert key is not None and ep
     base = normalize_base_url(ep, what="AISEARCH_ENDPOINT")
@@ -212,7 +219,7 @@ def resolve_dashscope(
         raise ConfigurationError(
             "Model Studio (Qwen-OCR) is not configured: missing the API key (argument `api_key=` or environment "
             "variable DASHSCOPE_API_KEY; keys of the Singapore region go with region='intl', Virginia keys with "
-            "region='us', Beijing keys with region='cn'). " + _EMULATOR_HINT
+            "region='us', Beijing keys with region='cn'). " + _emulator_hint("base_url")
         )
     url = base_url if base_url is not None else os.environ.get("DASHSCOPE_BASE_URL")
     if url:

@@ -12,17 +12,25 @@ Every record of every route is built here: the loaders' and readers' modes and t
 the LangChain splitter and the LlamaIndex node parser (:func:`split_record`). Ids are UUIDs (accepted by every vector
 store, Qdrant included):
 
-* a document or page: :func:`document_id`, from the bytes' sha256, the service, the service id, the options that
-  change the output, the mode and the position -- never from the path or from per-call values -- so the same file
-  parsed the same way gets the same ids on every run, from any path;
-* a chunk: :func:`chunk_id`, from its parent's id, the chunker's settings, the content type and the chunk's index.
-  In ``mode="chunk"`` the parent is the ``mode="document"`` record of the same file, so a loader's or reader's chunk
-  mode, the CLI's ``--mode chunk`` and document mode followed by ``StructuredTextSplitter`` or
+* a document or page: :func:`document_id`, from the source's identity (:func:`source_identity`: the path or URL as
+  given, as in ``metadata["source"]``; the content's sha256 for bytes that came with no name), the service, the
+  service id, the options that change the output, the mode and the position -- never from per-call values. So a
+  re-run gives a file the same ids, and an *edited* file keeps them: a LlamaIndex docstore sees the same document
+  with a new hash and replaces its nodes, instead of adding a second document next to the old one;
+* a chunk: :func:`chunk_id`, from its parent's id, the content it was cut from (``source_sha256``), the chunker's
+  settings, the content type and the chunk's index -- content + position, so an edited file's chunks are new
+  chunks. In ``mode="chunk"`` the parent is the ``mode="document"`` record of the same file, so a loader's or
+  reader's chunk mode, the CLI's ``--mode chunk`` and document mode followed by ``StructuredTextSplitter`` or
   ``StructuredNodeParser`` give the same chunks the same ids, for the same chunker settings. Page-mode records split
   afterwards are chunked per page: other chunks, other ids.
 
 :data:`BOOKKEEPING_KEYS` (with ``usage_*``, see :func:`bookkeeping_keys`) are the keys both frameworks keep out of
-embedding and LLM text.
+embedding and LLM text, and :func:`embed_hidden_keys` / :func:`llm_hidden_keys` add the paths (``source``, LlamaIndex's
+``file_path``...): the text a model reads is content, never where the file lay.
+
+Metadata of the caller or the framework (``extra_info``, ``SimpleDirectoryReader``'s ``file_path``/``file_type``, a
+blob's metadata) is never overwritten: where one of our keys would replace a different value, ours is stored as
+``aisearch_<key>`` instead (``SimpleDirectoryReader``'s MIME ``file_type`` stays, ours is ``aisearch_file_type``).
 """
 
 from __future__ import annotations
@@ -39,7 +47,9 @@ from .sources import safe_name
 
 __all__ = [
     "BOOKKEEPING_KEYS",
+    "CLASH_PREFIX",
     "MODES",
+    "PATH_KEYS",
     "VOLATILE_KEYS",
     "ChunkLike",
     "Chunker",
@@ -50,8 +60,12 @@ __all__ = [
     "chunk_id",
     "chunk_metadata",
     "document_id",
+    "embed_hidden_keys",
+    "llm_hidden_keys",
+    "merge_metadata",
     "records_from_result",
     "result_metadata",
+    "source_identity",
     "split_record",
     "stable_key",
 ]
@@ -86,6 +100,14 @@ BOOKKEEPING_KEYS = frozenset(
         "page_end",
     }
 )
+
+#: Keys that hold where a file lay (ours, LlamaIndex's ``SimpleDirectoryReader``'s, LangChain blobs'): never part of
+#: the text an embedding model or an LLM reads. ``file_name`` stays visible to the LLM (it can cite it).
+PATH_KEYS = frozenset({"source", "file_path", "file_size", "creation_date", "last_modified_date", "last_accessed_date"})
+_EMBED_ONLY_HIDDEN = frozenset({"file_name"})
+
+#: Prefix of our key when the caller's or the framework's metadata already holds a different value under it.
+CLASH_PREFIX = "aisearch_"
 
 # uuid5 namespaces of this package's ids (fixed for ever: changing one changes every id made under it).
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/aisearch-ingest/aisearch-ingest/documents")
@@ -183,7 +205,7 @@ def document_id(
     """The deterministic id of one document or page: a UUID string (chunks get :func:`chunk_id`).
 
     Args:
-        result: the parse result (its ``source_sha256``, ``service``, ``service_id``, ``ocr_task`` count).
+        result: the parse result (its :func:`source_identity`, ``service``, ``service_id``, ``ocr_task`` count).
         mode: ``document`` or ``page``.
         position: ``0`` for a whole document, the page number (``"all"`` when the service gave no pages).
         options: the service's options that change the output (task, schema, prompt...; never the chunker's).
@@ -197,9 +219,12 @@ def document_id(
         >>> r = ParseResult(source="x/a.md", file_name="a.md", file_type="md", service="document-analyze",
         ...                 service_id="ops-document-analyze-001", content="", content_type="html",
         ...                 source_sha256="ab")
-        >>> document_id(r, mode="document", position=0) == document_id(
-        ...     ParseResult(**{**r.__dict__, "source": "elsewhere/b.md"}), mode="document", position=0)
+        >>> same_file_edited = ParseResult(**{**r.__dict__, "source_sha256": "cd"})
+        >>> document_id(r, mode="document", position=0) == document_id(same_file_edited, mode="document", position=0)
         True
+        >>> document_id(r, mode="document", position=0) == document_id(
+        ...     ParseResult(**{**r.__dict__, "source": "elsewhere/a.md"}), mode="document", position=0)
+        False
     """
     if mode not in ("document", "page"):
         raise ValueError(f"document_id takes mode 'document' or 'page' (chunks get chunk_id); got {mode!r}")
@@ -207,7 +232,7 @@ def document_id(
     if result.ocr_task:
         opts.setdefault("task", result.ocr_task)
     key = json.dumps(
-        [result.source_sha256, result.service, result.service_id, opts, mode, str(position)],
+        [source_identity(result), result.service, result.service_id, opts, mode, str(position)],
         sort_keys=True,
         default=str,
         ensure_ascii=False,
@@ -215,26 +240,58 @@ def document_id(
     return str(uuid.uuid5(_NAMESPACE, key))
 
 
-def chunk_id(parent_id: str, settings: str, content_type: str, index: int) -> str:
-    """The deterministic id of one chunk: ``uuid5`` of its parent's id, the chunker's settings, the content type it
-    was chunked as and its index -- the one scheme of every route (see the module docstring).
+#: The file name :func:`~aisearch_ingest.sources.load_source` gives bytes that came with none (``upload.pdf``).
+_ANONYMOUS_STEM = "upload"
+
+
+def source_identity(result: ParseResult) -> str:
+    """What a document's id says it is: the path or URL as given (``metadata["source"]``: a URL without its query),
+    or, for bytes that came with no name (``upload.<type>``) or a ``data:`` URI, the content's sha256.
+
+    The identity stays when the file is edited (the content goes into the document's hash, and into the chunks' ids),
+    so a re-index replaces the file's old records. Give the same path form on every run (both relative to the same
+    directory, or both absolute): ``docs/a.pdf`` and ``/home/me/docs/a.pdf`` are two sources.
+
+    Example:
+        >>> from aisearch_ingest import ParseResult
+        >>> r = ParseResult(source="docs/a.md", file_name="a.md", file_type="md", service="document-analyze",
+        ...                 service_id="ops-document-analyze-001", content="", content_type="html",
+        ...                 source_sha256="ab")
+        >>> anonymous = ParseResult(**{**r.__dict__, "source": "upload.md", "file_name": "upload.md"})
+        >>> source_identity(r), source_identity(anonymous)
+        ('docs/a.md', 'sha256:ab')
+    """
+    source = safe_name(result.source)
+    anonymous = source.startswith("data:") or (
+        source == result.file_name and source.rpartition(".")[0] == _ANONYMOUS_STEM
+    )
+    return f"sha256:{result.source_sha256}" if anonymous or not source else source
+
+
+def chunk_id(parent_id: str, settings: str, content_type: str, index: int, *, content: str) -> str:
+    """The deterministic id of one chunk: ``uuid5`` of its parent's id, the content it was cut from, the chunker's
+    settings, the content type it was chunked as and its index -- the one scheme of every route (see the module
+    docstring).
 
     Args:
         parent_id: the id of the record that was split (in ``mode="chunk"``: the file's ``mode="document"`` id).
         settings: :meth:`StructuredChunker.settings_key() <aisearch_ingest.chunking.StructuredChunker.settings_key>`.
         content_type: ``markdown``, ``html``...: what the text was parsed as.
         index: the chunk's position in its parent.
+        content: a digest of what was split: the file's ``source_sha256`` (the parent's metadata), else the sha256
+            of the parent's text (:func:`split_record`). An edited file's chunks get new ids.
 
     Returns:
         The id, a UUID string.
 
     Example:
-        >>> a = chunk_id("doc-1", "StructuredChunker(max_tokens=512)", "markdown", 0)
-        >>> a == chunk_id("doc-1", "StructuredChunker(max_tokens=512)", "markdown", 0), a == chunk_id(
-        ...     "doc-1", "StructuredChunker(max_tokens=512)", "markdown", 1)
+        >>> a = chunk_id("doc-1", "StructuredChunker(max_tokens=512)", "markdown", 0, content="ab")
+        >>> a == chunk_id("doc-1", "StructuredChunker(max_tokens=512)", "markdown", 0, content="ab"), a == chunk_id(
+        ...     "doc-1", "StructuredChunker(max_tokens=512)", "markdown", 1, content="ab")
         (True, False)
     """
-    return str(uuid.uuid5(_CHUNK_NAMESPACE, f"{parent_id}#{settings}, content_type={content_type}#chunk={index}"))
+    key = f"{parent_id}#{content}#{settings}, content_type={content_type}#chunk={index}"
+    return str(uuid.uuid5(_CHUNK_NAMESPACE, key))
 
 
 def chunk_metadata(chunk: ChunkLike) -> dict[str, Scalar]:
@@ -294,8 +351,15 @@ def split_record(parent: Record, chunker: Chunker, *, content_type: str = "markd
     else:
         chunks = chunker.chunk_text(parent.text, ctype)
     settings = chunker.settings_key()
+    content = meta.get("source_sha256")
+    if not isinstance(content, str) or not content:
+        content = hashlib.sha256(parent.text.encode("utf-8", "surrogatepass")).hexdigest()
     return [
-        Record(chunk_id(parent.id, settings, ctype, chunk.index), chunk.text, {**meta, **chunk_metadata(chunk)})
+        Record(
+            chunk_id(parent.id, settings, ctype, chunk.index, content=content),
+            chunk.text,
+            {**meta, **chunk_metadata(chunk)},
+        )
         for chunk in chunks
     ]
 
@@ -320,7 +384,50 @@ def bookkeeping_keys(metadata: Iterable[str]) -> list[str]:
         >>> bookkeeping_keys(["source", "usage_pv_count", "chunk_index", "page"])
         ['usage_pv_count', 'chunk_index']
     """
-    return [k for k in metadata if k in BOOKKEEPING_KEYS or k.startswith("usage_")]
+    return [k for k in metadata if _plain(k) in BOOKKEEPING_KEYS or _plain(k).startswith("usage_")]
+
+
+def _plain(key: str) -> str:
+    return key[len(CLASH_PREFIX) :] if key.startswith(CLASH_PREFIX) else key
+
+
+def llm_hidden_keys(metadata: Iterable[str]) -> list[str]:
+    """The keys of ``metadata`` an LLM never reads: :func:`bookkeeping_keys` and the paths (:data:`PATH_KEYS`).
+
+    Example:
+        >>> llm_hidden_keys(["source", "file_path", "file_name", "page", "chunk_index", "team"])
+        ['source', 'file_path', 'chunk_index']
+    """
+    return [k for k in metadata if _plain(k) in PATH_KEYS or k in bookkeeping_keys([k])]
+
+
+def embed_hidden_keys(metadata: Iterable[str]) -> list[str]:
+    """The keys of ``metadata`` an embedding model never reads: :func:`llm_hidden_keys` and ``file_name``.
+
+    What is left is content: ``page``, ``headings`` and the caller's own keys.
+
+    Example:
+        >>> embed_hidden_keys(["source", "file_path", "file_name", "page", "headings", "usage_pv_count"])
+        ['source', 'file_path', 'file_name', 'usage_pv_count']
+    """
+    return [k for k in metadata if _plain(k) in _EMBED_ONLY_HIDDEN or k in llm_hidden_keys([k])]
+
+
+def merge_metadata(extra: Mapping[str, Any], ours: Mapping[str, Any]) -> dict[str, Any]:
+    """``extra`` (the caller's or the framework's metadata) with ``ours`` added, never replacing a value of
+    ``extra``: our key whose value differs goes in as ``aisearch_<key>``.
+
+    Example:
+        >>> merge_metadata({"file_type": "application/pdf", "source": "a.pdf"}, {"file_type": "pdf", "source": "a.pdf"})
+        {'file_type': 'application/pdf', 'source': 'a.pdf', 'aisearch_file_type': 'pdf'}
+    """
+    merged = dict(extra)
+    for key, value in ours.items():
+        if key in extra and extra[key] != value:
+            merged[CLASH_PREFIX + key] = value
+        else:
+            merged[key] = value
+    return merged
 
 
 def records_from_result(
@@ -341,9 +448,9 @@ def records_from_result(
         options: the service's options that change the output (part of the ids; not the chunker's settings, which
             enter chunk ids through ``chunker.settings_key()``).
         chunker: required for ``mode="chunk"``.
-        extra_metadata: the caller's metadata (``extra_info``, a blob's metadata), added to every record. On a
-            clash the keys of the table above keep their meaning: ``SimpleDirectoryReader``'s MIME ``file_type``
-            does not replace the service's ``pdf``.
+        extra_metadata: the caller's metadata (``extra_info``, a blob's metadata), added to every record and never
+            overwritten: on a clash with a different value ours is ``aisearch_<key>`` (:func:`merge_metadata`), so
+            ``SimpleDirectoryReader``'s MIME ``file_type`` stays and the service's ``pdf`` is ``aisearch_file_type``.
 
     Raises:
         ValueError: unknown mode, or ``mode="chunk"`` without a chunker.
@@ -360,7 +467,7 @@ def records_from_result(
     extra = dict(extra_metadata or {})
 
     def make(record_id: str, text: str, local: Mapping[str, Any]) -> Record:
-        return Record(record_id, text, {**extra, **base, **local})
+        return Record(record_id, text, merge_metadata(extra, {**base, **local}))
 
     if mode == "document":
         return [make(document_id(result, mode="document", position=0, options=options), result.content, {})]
@@ -382,7 +489,11 @@ def records_from_result(
         parent = document_id(result, mode="document", position=0, options=options)
         settings = chunker.settings_key()
         return [
-            make(chunk_id(parent, settings, result.content_type, chunk.index), chunk.text, chunk_metadata(chunk))
+            make(
+                chunk_id(parent, settings, result.content_type, chunk.index, content=result.source_sha256),
+                chunk.text,
+                chunk_metadata(chunk),
+            )
             for chunk in chunker.chunk_result(result)
         ]
     raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")

@@ -29,7 +29,7 @@ import anyio
 import anyio.to_thread
 
 from ._portal import Portal
-from .cache import InFlightTask, ResultCache, cache_key, endpoint_host, open_cache
+from .cache import CacheLike, InFlightTask, ResultCache, cache_key, endpoint_host, open_cache
 from .config import SecretStr
 from .errors import AISearchIngestError, UnexpectedError
 from .ratelimit import RateLimiter, limiters_for
@@ -48,7 +48,6 @@ ProgressCallback = Callable[[int, "int | None", Outcome], None]
 
 Sleep = Callable[[float], Awaitable[None]]
 
-_SENTINEL = object()
 
 #: What a cache read or write may raise: SQLite and file errors, and a result JSON cannot represent.
 _CACHE_ERRORS = (sqlite3.Error, OSError, ValueError, TypeError)
@@ -211,7 +210,8 @@ class Engine:
         request_timeout: timeout of one HTTP exchange (seconds).
         http_client_factory: builds the ``httpx.AsyncClient``.
         sleep: awaited for every wait; injectable in tests.
-        cache: a :class:`ResultCache`, its path (opened here and closed with the engine), or None.
+        cache: a :class:`ResultCache`, its path or True (the default file; opened here and closed with the
+            engine), or None.
         max_concurrency: sources in flight in ``parse_many`` (None: adaptive).
         identity: the client's part of every cache key (service id or model, workspace, output options).
         initial_in_flight: sources in flight before anything is learned (default 10).
@@ -230,7 +230,7 @@ class Engine:
         request_timeout: float = 60.0,
         http_client_factory: HttpClientFactory | None = None,
         sleep: Sleep = anyio.sleep,
-        cache: ResultCache | str | os.PathLike[str] | None = None,
+        cache: CacheLike = None,
         max_concurrency: int | None = None,
         identity: Callable[[], Mapping[str, Any]] | None = None,
         initial_in_flight: int | None = None,
@@ -583,24 +583,13 @@ class ParserEngine:
     ) -> Iterator[Outcome]:
         """Blocking :meth:`aparse_many`: yields outcomes as they complete."""
         out: queue.Queue[Any] = queue.Queue()
-
-        async def drain() -> None:
-            try:
-                async for outcome in self.aparse_many(
-                    sources, max_concurrency=max_concurrency, on_progress=on_progress, stop_on_error=stop_on_error
-                ):
-                    out.put(outcome)
-            except BaseException as exc:  # surfaced in the caller's thread
-                out.put(exc)
-                raise
-            finally:
-                out.put(_SENTINEL)
-
-        future: Future[None] = self._engine.portal.submit(drain)
+        future = self.submit_many(
+            sources, out.put, max_concurrency=max_concurrency, on_progress=on_progress, stop_on_error=stop_on_error
+        )
         try:
             while True:
                 item = out.get()
-                if item is _SENTINEL:
+                if item is None:
                     break
                 if isinstance(item, BaseException):
                     raise item
@@ -608,6 +597,35 @@ class ParserEngine:
         finally:
             if not future.done():
                 future.cancel()
+
+    def submit_many(
+        self,
+        sources: SourceLike | Iterable[SourceLike],
+        put: Callable[[Outcome | BaseException | None], object],
+        *,
+        max_concurrency: int | None = None,
+        on_progress: ProgressCallback | None = None,
+        stop_on_error: bool = False,
+    ) -> Future[None]:
+        """Start :meth:`aparse_many` on the private loop and return at once: ``put`` is called (on the loop's
+        thread) with each outcome as it completes, with the exception that ended the run if one did, then with
+        ``None``. Cancelling the future cancels the work in flight. :meth:`parse_many` is this and a queue; the
+        mixed-folder loaders run several clients at once with it, each on its own loop.
+        """
+
+        async def drain() -> None:
+            try:
+                async for outcome in self.aparse_many(
+                    sources, max_concurrency=max_concurrency, on_progress=on_progress, stop_on_error=stop_on_error
+                ):
+                    put(outcome)
+            except BaseException as exc:  # surfaced in the caller's thread
+                put(exc)
+                raise
+            finally:
+                put(None)
+
+        return self._engine.portal.submit(drain)
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
 

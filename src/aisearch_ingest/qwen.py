@@ -9,7 +9,6 @@ page rendering and the image limits in :mod:`aisearch_ingest.pages`; the token e
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import Any, Literal
@@ -17,7 +16,7 @@ from typing import Any, Literal
 import anyio
 import anyio.to_thread
 
-from .cache import ResultCache
+from .cache import CacheLike
 from .config import DashScopeSettings, SecretStr, as_secret, resolve_dashscope
 from .engine import Engine, ParserEngine, SourceContext
 from .errors import AISearchIngestError, APIConnectionError, ConfigurationError, StreamError
@@ -158,7 +157,8 @@ class QwenOCR(ParserEngine):
         request_timeout: timeout of one HTTP exchange (for a stream: between two reads).
         http_client_factory: builds the ``httpx.AsyncClient`` (proxies, TLS...).
         sleep: awaited for every wait (backoff, rate limit); injectable in tests.
-        cache: a :class:`~aisearch_ingest.cache.ResultCache` or its path: a file already parsed with the same
+        cache: a :class:`~aisearch_ingest.cache.ResultCache`, its path, or True (the default file,
+            :func:`~aisearch_ingest.cache.default_cache_path`): a file already parsed with the same
             model, endpoint and options comes from it with no call (``result.cached``; a streaming client then
             calls no ``on_delta``). :meth:`astream` never uses it.
 
@@ -206,7 +206,7 @@ class QwenOCR(ParserEngine):
         request_timeout: float = 120.0,
         http_client_factory: HttpClientFactory | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-        cache: ResultCache | str | os.PathLike[str] | None = None,
+        cache: CacheLike = None,
     ) -> None:
         api_key = as_secret(api_key)  # first: no frame of ours keeps the raw key as a local if anything raises
         if max_concurrency is not None and max_concurrency < 1:

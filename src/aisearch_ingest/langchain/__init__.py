@@ -1,7 +1,8 @@
 """LangChain integration (``pip install aisearch-ingest[langchain]``).
 
 Loaders (:class:`~langchain_core.document_loaders.BaseLoader`) and blob parsers for ``GenericLoader``, one pair per
-service, plus :class:`StructuredTextSplitter` and :func:`index_key` for ``langchain_core.indexing.index``::
+service and one pair for a mixed folder (:class:`AISearchLoader`, :class:`AISearchParser`: each file to the service
+its type calls for), plus :class:`StructuredTextSplitter` and :func:`index_key` for ``langchain_core.indexing.index``::
 
     from aisearch_ingest.langchain import DocumentAnalyzeLoader
 
@@ -19,9 +20,12 @@ from .loaders import (
     QwenOCRParser,
     index_key,
 )
+from .mixed import AISearchLoader, AISearchParser
 from .splitter import StructuredTextSplitter
 
 __all__ = [
+    "AISearchLoader",
+    "AISearchParser",
     "DocumentAnalyzeLoader",
     "DocumentAnalyzeParser",
     "ImageAnalyzeLoader",

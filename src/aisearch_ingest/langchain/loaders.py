@@ -100,6 +100,7 @@ class _Service:
         on_error: OnError,
         chunk_max_tokens: int,
         include_headings: bool,
+        html_to_markdown: bool,
     ) -> None:
         check_choices(mode, on_error)
         owner = type(self).__name__
@@ -119,17 +120,34 @@ class _Service:
         #: source -> billed calls whose answer was lost and that were sent again (the service may have billed
         #: them twice); filled like ``failures``, for succeeded and failed files alike.
         self.possibly_billed_twice: dict[str, int] = {}
-        self._shaper = Shaper(self.client, mode=mode, max_tokens=chunk_max_tokens, include_headings=include_headings)
+        self._shaper = Shaper(
+            self.client,
+            mode=mode,
+            max_tokens=chunk_max_tokens,
+            include_headings=include_headings,
+            html_to_markdown=html_to_markdown,
+        )
 
     def close(self) -> None:
-        """Close the client's private event loop and connections."""
+        """Close the client's private event loop and connections (a client given as ``client=`` too: it opens them
+        again if used afterwards)."""
         self.client.close()
+
+    async def aclose(self) -> None:
+        """Close the connections the async methods (``aload``, ``alazy_load``) opened on the running event loop."""
+        await self.client.aclose()
 
     def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    async def __aenter__(self: _S) -> _S:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 class _ServiceLoader(_Service, BaseLoader):
@@ -142,6 +160,7 @@ class _ServiceLoader(_Service, BaseLoader):
         mode: Mode = "document",
         chunk_max_tokens: int = 512,
         include_headings: bool = False,
+        html_to_markdown: bool = True,
         on_error: OnError = "raise",
         show_progress: bool = False,
         client: ParserEngine | None = None,
@@ -150,7 +169,7 @@ class _ServiceLoader(_Service, BaseLoader):
         _hide_key(client_kwargs)
         self.file_path = file_path
         self.glob, self.recursive, self.show_progress = glob, recursive, show_progress
-        self._setup(client, client_kwargs, mode, on_error, chunk_max_tokens, include_headings)
+        self._setup(client, client_kwargs, mode, on_error, chunk_max_tokens, include_headings, html_to_markdown)
 
     def _start(self) -> tuple[list[Any], Batch]:
         items = expand(self.file_path, glob=self.glob, recursive=self.recursive)
@@ -187,12 +206,13 @@ class _ServiceParser(_Service, BaseBlobParser):
         mode: Mode = "document",
         chunk_max_tokens: int = 512,
         include_headings: bool = False,
+        html_to_markdown: bool = True,
         on_error: OnError = "raise",
         client: ParserEngine | None = None,
         **client_kwargs: Any,
     ) -> None:
         _hide_key(client_kwargs)
-        self._setup(client, client_kwargs, mode, on_error, chunk_max_tokens, include_headings)
+        self._setup(client, client_kwargs, mode, on_error, chunk_max_tokens, include_headings, html_to_markdown)
 
     def lazy_parse(self, blob: Blob) -> Iterator[Document]:
         """Parse one blob; its metadata (``source``...) is kept. Failures accumulate in ``failures``."""
@@ -221,6 +241,9 @@ class DocumentAnalyzeLoader(_ServiceLoader):
             (``StructuredChunker(max_tokens=chunk_max_tokens, include_headings=include_headings)``, its other
             settings at their defaults: the chunks and ids of ``mode="document"`` followed by
             ``StructuredTextSplitter(max_tokens=chunk_max_tokens, include_headings=include_headings)``).
+        html_to_markdown: the service's HTML (DOC/DOCX/PPT/PPTX/HTML/TXT files) becomes markdown in every mode
+            (headings, lists, links, tables as pipe tables; ``content_type="markdown"``); ``False`` keeps the HTML
+            as the service returned it (chunk mode then chunks the HTML). PDF markdown is never touched.
         on_error: ``"raise"`` (default): every file is still attempted, then the first error is raised;
             ``"skip"``: a WARNING per failed file. Either way ``loader.failures`` lists ``(source, error)``.
         show_progress: a tqdm progress bar (terminal or notebook).
@@ -284,7 +307,8 @@ class QwenOCRLoader(_ServiceLoader):
 class DocumentAnalyzeParser(_ServiceParser):
     """A blob parser for ``GenericLoader``: each blob goes through AI Search document-analyze.
 
-    Takes ``mode``, ``chunk_max_tokens``, ``include_headings``, ``on_error`` and ``client`` or client keywords as
+    Takes ``mode``, ``chunk_max_tokens``, ``include_headings``, ``html_to_markdown``, ``on_error`` and ``client`` or
+    client keywords as
     :class:`DocumentAnalyzeLoader` does. Failures accumulate in ``parser.failures`` over the parser's life.
 
     Example:

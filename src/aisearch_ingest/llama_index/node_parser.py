@@ -12,7 +12,7 @@ from llama_index.core.schema import BaseNode, MetadataMode
 from llama_index.core.utils import get_tqdm_iterable
 
 from ..chunking import StructuredChunker
-from ..documents import Record, bookkeeping_keys, split_record
+from ..documents import Record, embed_hidden_keys, llm_hidden_keys, split_record
 
 __all__ = ["StructuredNodeParser"]
 
@@ -28,7 +28,8 @@ class StructuredNodeParser(NodeParser):
     ``page_num`` of 1, ``page``/``page_start``/``page_end``. The content type is the parent's
     ``metadata["content_type"]`` (set by this package's readers), else ``content_type``. The token budget applies to
     the node text; LlamaIndex may prepend metadata when embedding, less the parent's excluded keys and
-    :func:`~aisearch_ingest.documents.bookkeeping_keys` (the readers' own list: counters, page span, ids, ``usage_*``).
+    :func:`~aisearch_ingest.documents.embed_hidden_keys` (the readers' own list: paths, counters, page span, ids,
+    ``usage_*``).
 
     Node ids are deterministic (:func:`aisearch_ingest.documents.chunk_id`: the parent's id, the parser settings,
     the content type and the chunk index), so re-running over the same documents (this package's readers give them
@@ -87,9 +88,12 @@ class StructuredNodeParser(NodeParser):
                     own = {k: v for k, v in own.items() if k not in parent.metadata}
                 child.metadata.update(own)
                 # New lists: the parent's lists may be shared with it and its other children.
-                hidden = bookkeeping_keys(record.metadata)
-                child.excluded_embed_metadata_keys = _with(child.excluded_embed_metadata_keys, hidden)
-                child.excluded_llm_metadata_keys = _with(child.excluded_llm_metadata_keys, hidden)
+                child.excluded_embed_metadata_keys = _with(
+                    child.excluded_embed_metadata_keys, embed_hidden_keys(record.metadata)
+                )
+                child.excluded_llm_metadata_keys = _with(
+                    child.excluded_llm_metadata_keys, llm_hidden_keys(record.metadata)
+                )
             out.extend(children)
         return out
 

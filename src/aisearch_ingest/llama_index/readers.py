@@ -13,7 +13,7 @@ naming the nearest valid one.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path, PurePath
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -36,7 +36,7 @@ from .._adapters import (
     source_from_bytes,
 )
 from ..aisearch import DocumentAnalyzer, ImageAnalyzer
-from ..documents import Mode, Record, bookkeeping_keys, stable_key
+from ..documents import Mode, Record, embed_hidden_keys, llm_hidden_keys, stable_key
 from ..engine import ParserEngine
 from ..errors import InvalidInputError
 from ..pages import DEFAULT_DPI
@@ -78,18 +78,73 @@ def _is_local(fs: Any) -> bool:
     return "file" in protocols or "local" in protocols
 
 
+def gather(file: Any, fs: Any) -> tuple[list[Any], list[Outcome]]:
+    """The inputs of one ``load_data`` call, directories expanded; paths of a non-local fsspec ``fs`` are read
+    through it (as ``SimpleDirectoryReader`` passes them), and one that cannot be read is a failed outcome."""
+    files = [file] if isinstance(file, (str, bytes, os.PathLike)) else list(file)
+    items: list[Any] = []
+    done: list[Outcome] = []
+    for f in files:
+        if fs is None or _is_local(fs) or not isinstance(f, (str, PurePath)) or "://" in str(f):
+            items.append(f)  # read as a local path: checked to be a regular file first (a FIFO never blocks)
+            continue
+        try:  # a non-local filesystem: read through it
+            with fs.open(str(f), "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            done.append(Outcome(str(f), error=InvalidInputError(f"{f}: cannot read ({exc})", source=str(f))))
+            continue
+        made = source_from_bytes(data, origin=str(f), file_name=name_of(f))
+        if isinstance(made, Outcome):
+            done.append(made)
+        else:
+            items.append(made)
+    return expand(items), done
+
+
 def _document(record: Record) -> Document:
-    excluded = bookkeeping_keys(record.metadata)
     return _Document(
         id_=record.id,
         text=record.text,
         metadata=dict(record.metadata),
-        excluded_embed_metadata_keys=list(excluded),
-        excluded_llm_metadata_keys=list(excluded),
+        excluded_embed_metadata_keys=embed_hidden_keys(record.metadata),
+        excluded_llm_metadata_keys=llm_hidden_keys(record.metadata),
     )
 
 
 _R = TypeVar("_R", bound="_ServiceReader")
+
+
+class AsyncDocuments:
+    """What :meth:`alazy_load_data` returns: ``async for`` yields documents as files finish, ``await`` gives the list
+    (LlamaIndex's ``alazy_load_data`` contract, a coroutine of documents). Either way the files are parsed
+    concurrently on the running event loop, which never blocks on them.
+
+    Example:
+        >>> import asyncio
+        >>> from aisearch_ingest.emulator import Emulator
+        >>> async def main(url):
+        ...     async with DocumentAnalyzeReader(endpoint=url, api_key="test") as reader:
+        ...         async for doc in reader.alazy_load_data("notebooks/data/meeting_notes.md"):
+        ...             print(doc.metadata["file_name"])
+        ...         return len(await reader.alazy_load_data("notebooks/data/meeting_notes.md"))
+        >>> with Emulator() as emu:
+        ...     asyncio.run(main(emu.url))
+        meeting_notes.md
+        1
+    """
+
+    def __init__(self, documents: AsyncIterator[Document]) -> None:
+        self._documents = documents
+
+    def __aiter__(self) -> AsyncIterator[Document]:
+        return self._documents
+
+    def __await__(self) -> Generator[Any, None, list[Document]]:
+        return self._collect().__await__()
+
+    async def _collect(self) -> list[Document]:
+        return [doc async for doc in self._documents]
 
 
 class _ServiceReader(BasePydanticReader):
@@ -103,13 +158,18 @@ class _ServiceReader(BasePydanticReader):
     mode: Mode = "document"
     chunk_max_tokens: int = 512
     include_headings: bool = False
+    html_to_markdown: bool = Field(
+        default=True, description="HTML results become markdown in every mode; False keeps the service's HTML"
+    )
     on_error: OnError = "raise"
     show_progress: bool = False
     qps: float | None = None
     max_concurrency: int | None = None
     max_retries: int = 5
-    cache: str | Path | None = Field(
-        default=None, description="path of a ResultCache SQLite file: parsed files cost no second call"
+    cache: bool | str | Path | None = Field(
+        default=None,
+        description="True (the default file, $AISEARCH_INGEST_CACHE or the user cache directory) or the path of a "
+        "ResultCache SQLite file: parsed files cost no second call",
     )
     _client: ParserEngine | None = PrivateAttr(default=None)
     _failures: list[Failure] = PrivateAttr(default_factory=list)
@@ -156,15 +216,27 @@ class _ServiceReader(BasePydanticReader):
         return self._billed_twice
 
     def close(self) -> None:
-        """Close the client's private event loop and connections."""
+        """Close the client's private event loop and connections (a client given as ``client=`` too: it opens them
+        again if used afterwards)."""
         if self._client is not None:
             self._client.close()
+
+    async def aclose(self) -> None:
+        """Close the connections the async methods opened on the running event loop."""
+        if self._client is not None:
+            await self._client.aclose()
 
     def __enter__(self: _R) -> _R:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    async def __aenter__(self: _R) -> _R:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     def __getstate__(self) -> dict[Any, Any]:
         # Neither the client (its loop thread, its connections) nor the key is pickled: an unpickled copy
@@ -178,27 +250,13 @@ class _ServiceReader(BasePydanticReader):
         return state
 
     def _start(self, file: Any, extra_info: dict[str, Any] | None, fs: Any) -> tuple[list[Any], list[Outcome], Batch]:
-        files = [file] if isinstance(file, (str, bytes, os.PathLike)) else list(file)
-        items: list[Any] = []
-        done: list[Outcome] = []
-        for f in files:
-            if fs is None or _is_local(fs) or not isinstance(f, (str, PurePath)) or "://" in str(f):
-                items.append(f)  # read as a local path: checked to be a regular file first (a FIFO never blocks)
-                continue
-            try:  # a non-local filesystem: read through it
-                with fs.open(str(f), "rb") as handle:
-                    data = handle.read()
-            except OSError as exc:
-                done.append(Outcome(str(f), error=InvalidInputError(f"{f}: cannot read ({exc})", source=str(f))))
-                continue
-            made = source_from_bytes(data, origin=str(f), file_name=name_of(f))
-            if isinstance(made, Outcome):
-                done.append(made)
-            else:
-                items.append(made)
-        items = expand(items)
+        items, done = gather(file, fs)
         shaper = Shaper(
-            self.client, mode=self.mode, max_tokens=self.chunk_max_tokens, include_headings=self.include_headings
+            self.client,
+            mode=self.mode,
+            max_tokens=self.chunk_max_tokens,
+            include_headings=self.include_headings,
+            html_to_markdown=self.html_to_markdown,
         )
         batch = Batch(
             shaper,
@@ -232,6 +290,15 @@ class _ServiceReader(BasePydanticReader):
         """Native async :meth:`load_data`: the files are parsed concurrently on the running event loop."""
         return [doc async for doc in self._alazy(file, extra_info, fs)]
 
+    # LlamaIndex's own runs lazy_load_data's generator on the event loop's thread, blocking it for every file.
+    def alazy_load_data(  # type: ignore[override]  # an awaitable as the base's coroutine is, and async-iterable
+        self, file: Any, extra_info: dict[str, Any] | None = None, fs: Any = None
+    ) -> AsyncDocuments:
+        """Native async :meth:`lazy_load_data`: ``async for doc in reader.alazy_load_data(...)`` yields documents as
+        files finish, parsed concurrently on the running event loop (which stays free); ``await`` it for the list.
+        """
+        return AsyncDocuments(self._alazy(file, extra_info, fs))
+
     async def _alazy(self, file: Any, extra_info: dict[str, Any] | None, fs: Any) -> AsyncIterator[Document]:
         items, done, batch = self._start(file, extra_info, fs)
         async for record in aiter_records(self.client, items, batch, done=done):
@@ -253,10 +320,13 @@ class DocumentAnalyzeReader(_AISearchReader):
     Fields: the arguments of :class:`~aisearch_ingest.DocumentAnalyzer`, with its defaults: ``api_key``,
     ``endpoint``, ``workspace`` (else the ``AISEARCH_*`` environment variables), ``service_id``, ``route``,
     ``image_storage``, ``enable_semantic``, ``max_pages`` (a PDF with more pages is refused before sending),
-    ``qps``, ``max_concurrency``, ``max_retries``, ``timeout``, ``request_timeout``, ``cache`` (the path of a
+    ``qps``, ``max_concurrency``, ``max_retries``, ``timeout``, ``request_timeout``, ``cache`` (``True`` for the
+    default file, :func:`~aisearch_ingest.cache.default_cache_path`, or the path of a
     :class:`~aisearch_ingest.cache.ResultCache` file) -- all but :data:`NOT_FIELDS`; and ``mode`` (``"document"``,
     ``"page"``, ``"chunk"`` with ``chunk_max_tokens`` and ``include_headings``: the chunks and ids of
     ``mode="document"`` followed by ``StructuredNodeParser(max_tokens=chunk_max_tokens, include_headings=...)``),
+    ``html_to_markdown`` (``True``: the service's HTML for DOC/DOCX/PPT/PPTX/HTML/TXT becomes markdown in every mode,
+    ``content_type="markdown"``; ``False`` keeps the HTML),
     ``on_error`` (``"raise"``: every file is attempted, then the first error raises; ``"skip"``: a WARNING per
     file), ``show_progress``. ``reader.failures`` collects ``(source, error)`` of every failed file. Pass ``client=`` to
     reuse a :class:`~aisearch_ingest.DocumentAnalyzer` (then without client fields). An unknown field raises
